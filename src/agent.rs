@@ -1,0 +1,81 @@
+//! Agents: what each configured agent is, and the registry that finds them.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use sha2::{Digest, Sha256};
+
+use crate::config::AgentSettings;
+use crate::cursor::Budget;
+
+/// One configured agent.
+#[derive(Debug, Clone)]
+pub struct AgentSpec {
+    pub id: String,
+    pub name: String,
+    pub provider: String,
+    pub model: String,
+    pub system_prompt: String,
+    pub temperature: Option<f64>,
+    pub max_tokens: Option<u32>,
+    pub max_steps: u32,
+    pub max_turn: Duration,
+    pub budget: Budget,
+    /// Short hash of this agent's configuration, recorded in each cursor.
+    pub cfg_hash: String,
+}
+
+impl AgentSpec {
+    pub fn from_settings(s: &AgentSettings) -> Self {
+        // Settings serialise deterministically (struct field order), so the hash is stable.
+        let canonical = serde_json::to_vec(s).unwrap_or_default();
+        let digest = Sha256::digest(&canonical);
+        Self {
+            id: s.id.clone(),
+            name: s.name.clone().unwrap_or_else(|| s.id.clone()),
+            provider: s.provider.clone(),
+            model: s.model.clone(),
+            system_prompt: s.system_prompt.clone(),
+            temperature: s.temperature,
+            max_tokens: s.max_tokens,
+            max_steps: s.max_steps,
+            max_turn: Duration::from_secs(s.max_turn_seconds),
+            budget: Budget {
+                history_bytes: s.history_budget_bytes,
+                keep_images_turns: s.keep_images_turns,
+            },
+            cfg_hash: base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..12]),
+        }
+    }
+}
+
+/// All configured agents, by id.
+#[derive(Debug, Default, Clone)]
+pub struct AgentRegistry {
+    agents: HashMap<String, Arc<AgentSpec>>,
+}
+
+impl AgentRegistry {
+    pub fn new(settings: &[AgentSettings]) -> Self {
+        Self {
+            agents: settings
+                .iter()
+                .map(|s| (s.id.clone(), Arc::new(AgentSpec::from_settings(s))))
+                .collect(),
+        }
+    }
+
+    pub fn get(&self, id: &str) -> Option<Arc<AgentSpec>> {
+        self.agents.get(id).cloned()
+    }
+
+    pub fn len(&self) -> usize {
+        self.agents.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.agents.is_empty()
+    }
+}

@@ -1,0 +1,78 @@
+//! Cognite error bodies:
+//! `{"error":{"code":<status>,"message":"...","type":"<machine code>","requestId":"..."}}`,
+//! with `missing:[{"externalId":...}]` on `agent_not_found`.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::RETRY_AFTER;
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+
+use crate::error::ApiError;
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: Inner<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Inner<'a> {
+    code: u16,
+    message: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    request_id: &'a str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    missing: Vec<Missing<'a>>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Missing<'a> {
+    external_id: &'a str,
+}
+
+/// Render `err` as a Cognite error response.
+pub fn render(err: &ApiError, request_id: &str) -> HttpResponse {
+    let status = err.code.status();
+    let mut res = HttpResponse::build(status);
+    if let Some(secs) = err.retry_after {
+        res.insert_header((RETRY_AFTER, secs.to_string()));
+    }
+    res.json(Body {
+        error: Inner {
+            code: status.as_u16(),
+            message: &err.message,
+            kind: err.code.as_str(),
+            request_id,
+            missing: err
+                .missing
+                .iter()
+                .map(|id| Missing { external_id: id })
+                .collect(),
+        },
+    })
+}
+
+/// An [`ApiError`] on the Cognite surface, with the request id it belongs to.
+#[derive(Debug)]
+pub struct CogniteError {
+    pub error: ApiError,
+    pub request_id: String,
+}
+
+impl std::fmt::Display for CogniteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+impl ResponseError for CogniteError {
+    fn status_code(&self) -> StatusCode {
+        self.error.code.status()
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        render(&self.error, &self.request_id)
+    }
+}

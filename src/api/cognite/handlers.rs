@@ -1,0 +1,127 @@
+//! The Cognite chat handler: decode, authenticate, open the cursor, run the
+//! turn, seal the new state, render.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+
+use super::error::CogniteError;
+use super::wire::{AgentMessage, ChatRequest, ChatResponse, ResponseBody, TextContent};
+use crate::api::{AppState, body, request_id};
+use crate::auth;
+use crate::cursor::CursorContext;
+use crate::domain::ConversationState;
+use crate::error::{ApiError, ErrorCode};
+use crate::runtime::{TurnInput, run_to_end, run_turn};
+
+pub async fn chat_in_project(
+    req: HttpRequest,
+    project: web::Path<String>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, CogniteError> {
+    let request_id = request_id::of(&req);
+    chat(&req, &project, payload, &state)
+        .await
+        .map_err(|error| CogniteError { error, request_id })
+}
+
+pub async fn chat_default_project(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, CogniteError> {
+    let request_id = request_id::of(&req);
+    let Some(project) = state.settings.server.default_project.clone() else {
+        return Err(CogniteError {
+            error: ApiError::new(
+                ErrorCode::NotFound,
+                "no default project is configured; use /api/v1/projects/{project}/ai/agents/chat",
+            ),
+            request_id,
+        });
+    };
+    chat(&req, &project, payload, &state)
+        .await
+        .map_err(|error| CogniteError { error, request_id })
+}
+
+#[tracing::instrument(name = "cognite_chat", skip_all, fields(project, agent, turn))]
+async fn chat(
+    req: &HttpRequest,
+    project: &str,
+    payload: web::Payload,
+    state: &AppState,
+) -> Result<HttpResponse, ApiError> {
+    let principal = auth::authenticate(&state.settings.auth, req, project)?;
+    let raw = body::read(req, payload, state.settings.server.max_body_bytes).await?;
+    let request: ChatRequest = serde_json::from_slice(&raw).map_err(|e| {
+        ApiError::invalid(format!(
+            "the request body is not valid JSON for this API: {e}"
+        ))
+    })?;
+    let chat = request.validate()?;
+    let span = tracing::Span::current();
+    span.record("project", project);
+    span.record("agent", chat.agent.as_str());
+
+    let agent = state
+        .agents
+        .get(&chat.agent)
+        .ok_or_else(|| ApiError::agent_not_found(&chat.agent))?;
+    let provider = state.providers.get(&agent.provider).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::ProviderMisconfigured,
+            "the agent's provider is not configured",
+        )
+    })?;
+    let ctx = CursorContext {
+        project: &principal.tenant,
+        agent: &agent.id,
+        subject: &principal.subject,
+    };
+    let now = state.clock.now();
+    let conversation = match chat.cursor.as_deref() {
+        Some(token) => state.codec.open(token, &ctx, now).map_err(|e| {
+            tracing::info!(reason = %e, "cursor refused");
+            ApiError::from(e)
+        })?,
+        None => ConversationState::new(now, agent.cfg_hash.clone()),
+    };
+    if conversation.cfg != agent.cfg_hash && conversation.turn > 0 {
+        tracing::info!(
+            "agent configuration changed since the last turn; continuing with the current one"
+        );
+    }
+
+    let input = TurnInput {
+        messages: chat.messages,
+        system_extra: None,
+    };
+    let outcome = run_to_end(run_turn(agent.clone(), provider, conversation, input))
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "turn failed");
+            ApiError::from(e)
+        })?;
+    span.record("turn", outcome.state.turn);
+    let mut new_state = outcome.state;
+    let sealed = state
+        .codec
+        .seal(&mut new_state, agent.budget, &ctx, state.clock.now())
+        .map_err(ApiError::from)?;
+
+    Ok(HttpResponse::Ok().json(ChatResponse {
+        agent_external_id: &agent.id,
+        agent_id: &agent.id,
+        response: ResponseBody {
+            kind: "result",
+            cursor: &sealed.token,
+            messages: vec![AgentMessage {
+                role: "agent",
+                content: TextContent {
+                    kind: "text",
+                    text: &outcome.reply,
+                },
+            }],
+        },
+    }))
+}

@@ -1,0 +1,422 @@
+//! Typed settings: a TOML file overlaid by `AGENTGATE__SECTION__KEY` environment
+//! variables, validated once at start. Cursor keys never come from the file:
+//! they come from `AGENTGATE_CURSOR_KEYS` or `AGENTGATE_CURSOR_KEYS_FILE`.
+//!
+//! Units: durations are `*_seconds` (integers), except provider and tool
+//! timeouts, which are `*_ms`. Every setting is documented in docs/configuration.md.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::{Deserialize, Serialize};
+
+use crate::cursor::{KeyConfigError, Keyring, MAX_PLAINTEXT, MAX_TTL};
+
+/// The default config file, relative to the working directory.
+pub const DEFAULT_CONFIG_PATH: &str = "config/agentgate.toml";
+pub const KEYS_ENV: &str = "AGENTGATE_CURSOR_KEYS";
+pub const KEYS_FILE_ENV: &str = "AGENTGATE_CURSOR_KEYS_FILE";
+const MIN_BODY_BYTES: usize = 2 * 1024 * 1024;
+
+/// Errors found while loading configuration; each names the offending key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {0} does not exist")]
+    Missing(PathBuf),
+    #[error("invalid configuration: {0}")]
+    Parse(Box<figment::Error>),
+    #[error("invalid configuration: {key}: {message}")]
+    Invalid { key: String, message: String },
+    #[error("{KEYS_ENV}: {0}")]
+    Keys(#[from] KeyConfigError),
+    #[error("set only one of {KEYS_ENV} and {KEYS_FILE_ENV}")]
+    BothKeySources,
+    #[error("{KEYS_FILE_ENV}: cannot read {path}: {source}")]
+    KeysFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "no cursor keys: set {KEYS_ENV} or {KEYS_FILE_ENV} (generate one with `agentgate keygen`), \
+         or set [cursor] allow_ephemeral_key = true for development"
+    )]
+    NoKeys,
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    #[serde(default)]
+    pub server: ServerSettings,
+    #[serde(default)]
+    pub log: LogSettings,
+    #[serde(default)]
+    pub cursor: CursorSettings,
+    #[serde(default)]
+    pub auth: AuthSettings,
+    #[serde(default)]
+    pub providers: Vec<ProviderSettings>,
+    #[serde(default)]
+    pub agents: Vec<AgentSettings>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    pub listen: String,
+    pub default_project: Option<String>,
+    pub max_body_bytes: usize,
+    pub shutdown_grace_seconds: u64,
+    /// HTTP worker threads; 0 means one per CPU core.
+    pub workers: usize,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            default_project: None,
+            max_body_bytes: 8 * 1024 * 1024,
+            shutdown_grace_seconds: 30,
+            workers: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Json,
+    Pretty,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Json,
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CursorSettings {
+    pub ttl_seconds: u64,
+    pub max_conversation_age_seconds: u64,
+    pub allow_ephemeral_key: bool,
+}
+
+impl Default for CursorSettings {
+    fn default() -> Self {
+        Self {
+            ttl_seconds: 3600,
+            max_conversation_age_seconds: 86_400,
+            allow_ephemeral_key: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    #[default]
+    None,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSettings {
+    pub mode: AuthMode,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    Openai,
+    Scripted,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderSettings {
+    pub name: String,
+    pub kind: ProviderKind,
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// Name of the environment variable holding the API key (never the key itself).
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    #[serde(default = "defaults::connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    #[serde(default = "defaults::first_byte_timeout_ms")]
+    pub first_byte_timeout_ms: u64,
+    #[serde(default = "defaults::idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
+    #[serde(default = "defaults::total_timeout_ms")]
+    pub total_timeout_ms: u64,
+    #[serde(default = "defaults::max_retries")]
+    pub max_retries: u32,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSettings {
+    pub id: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    pub provider: String,
+    pub model: String,
+    #[serde(default)]
+    pub system_prompt: String,
+    #[serde(default)]
+    pub temperature: Option<f64>,
+    #[serde(default)]
+    pub max_tokens: Option<u32>,
+    #[serde(default)]
+    pub tools: Vec<String>,
+    #[serde(default = "defaults::max_steps")]
+    pub max_steps: u32,
+    #[serde(default = "defaults::max_turn_seconds")]
+    pub max_turn_seconds: u64,
+    #[serde(default = "defaults::history_budget_bytes")]
+    pub history_budget_bytes: usize,
+    #[serde(default = "defaults::keep_images_turns")]
+    pub keep_images_turns: usize,
+}
+
+mod defaults {
+    pub fn connect_timeout_ms() -> u64 {
+        5_000
+    }
+    pub fn first_byte_timeout_ms() -> u64 {
+        60_000
+    }
+    pub fn idle_timeout_ms() -> u64 {
+        30_000
+    }
+    pub fn total_timeout_ms() -> u64 {
+        300_000
+    }
+    pub fn max_retries() -> u32 {
+        2
+    }
+    pub fn max_steps() -> u32 {
+        8
+    }
+    pub fn max_turn_seconds() -> u64 {
+        120
+    }
+    pub fn history_budget_bytes() -> usize {
+        262_144
+    }
+    pub fn keep_images_turns() -> usize {
+        2
+    }
+}
+
+impl Settings {
+    /// Load `path`, overlay `AGENTGATE__*` variables from the process environment, and validate.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        if !path.exists() {
+            return Err(ConfigError::Missing(path.to_owned()));
+        }
+        let settings: Settings = Figment::from(Toml::file(path))
+            .merge(Env::prefixed("AGENTGATE__").split("__"))
+            .extract()
+            .map_err(|e| ConfigError::Parse(Box::new(e)))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Parse settings from TOML text alone (no environment); for tests and tools.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let settings: Settings = Figment::from(Toml::string(text))
+            .extract()
+            .map_err(|e| ConfigError::Parse(Box::new(e)))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Check every cross-field rule once, naming the key that breaks it.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let s = &self.server;
+        s.listen.parse::<SocketAddr>().map_err(|e| {
+            invalid(
+                "server.listen",
+                format!("{:?} is not an address: {e}", s.listen),
+            )
+        })?;
+        if s.max_body_bytes < MIN_BODY_BYTES {
+            return Err(invalid(
+                "server.max_body_bytes",
+                format!(
+                    "must be at least {MIN_BODY_BYTES} so that the largest cursor fits in a request"
+                ),
+            ));
+        }
+        if let Some(p) = &s.default_project
+            && (p.is_empty() || p.contains('\0'))
+        {
+            return Err(invalid(
+                "server.default_project",
+                "must be a non-empty name without NUL",
+            ));
+        }
+        let c = &self.cursor;
+        if c.ttl_seconds == 0 || c.ttl_seconds > MAX_TTL {
+            return Err(invalid(
+                "cursor.ttl_seconds",
+                format!("must be 1 to {MAX_TTL}"),
+            ));
+        }
+        if c.max_conversation_age_seconds == 0 {
+            return Err(invalid(
+                "cursor.max_conversation_age_seconds",
+                "must be at least 1",
+            ));
+        }
+        let mut names = HashSet::new();
+        for (i, p) in self.providers.iter().enumerate() {
+            let key = |field: &str| format!("providers[{i}].{field}");
+            if p.name.is_empty() || !names.insert(p.name.as_str()) {
+                return Err(invalid(
+                    key("name"),
+                    format!("{:?} is empty or not unique", p.name),
+                ));
+            }
+            if p.kind == ProviderKind::Openai {
+                let url = p
+                    .base_url
+                    .as_deref()
+                    .ok_or_else(|| invalid(key("base_url"), "required for kind = \"openai\""))?;
+                let parsed = reqwest::Url::parse(url)
+                    .map_err(|e| invalid(key("base_url"), format!("{url:?}: {e}")))?;
+                if !matches!(parsed.scheme(), "http" | "https") {
+                    return Err(invalid(key("base_url"), "must be an http or https URL"));
+                }
+            }
+            for (field, v) in [
+                ("connect_timeout_ms", p.connect_timeout_ms),
+                ("first_byte_timeout_ms", p.first_byte_timeout_ms),
+                ("idle_timeout_ms", p.idle_timeout_ms),
+                ("total_timeout_ms", p.total_timeout_ms),
+            ] {
+                if v == 0 {
+                    return Err(invalid(key(field), "must be at least 1"));
+                }
+            }
+            if p.max_retries > 10 {
+                return Err(invalid(key("max_retries"), "must be at most 10"));
+            }
+        }
+        let mut ids = HashSet::new();
+        for (i, a) in self.agents.iter().enumerate() {
+            let key = |field: &str| format!("agents[{i}].{field}");
+            if a.id.is_empty()
+                || a.id.len() > 128
+                || a.id.contains('\0')
+                || !ids.insert(a.id.as_str())
+            {
+                return Err(invalid(
+                    key("id"),
+                    format!(
+                        "{:?} must be 1 to 128 characters without NUL, and unique",
+                        a.id
+                    ),
+                ));
+            }
+            if !names.contains(a.provider.as_str()) {
+                return Err(invalid(
+                    key("provider"),
+                    format!("no provider named {:?}", a.provider),
+                ));
+            }
+            if a.model.is_empty() {
+                return Err(invalid(key("model"), "must not be empty"));
+            }
+            if let Some(t) = a.temperature
+                && !(0.0..=2.0).contains(&t)
+            {
+                return Err(invalid(key("temperature"), "must be between 0 and 2"));
+            }
+            if a.max_tokens == Some(0) {
+                return Err(invalid(key("max_tokens"), "must be at least 1"));
+            }
+            if !a.tools.is_empty() {
+                return Err(invalid(
+                    key("tools"),
+                    "tools are not supported by this version",
+                ));
+            }
+            if a.max_steps == 0 || a.max_steps > 100 {
+                return Err(invalid(key("max_steps"), "must be 1 to 100"));
+            }
+            if a.max_turn_seconds == 0 || a.max_turn_seconds > 3600 {
+                return Err(invalid(key("max_turn_seconds"), "must be 1 to 3600"));
+            }
+            if a.history_budget_bytes < 1024 || a.history_budget_bytes > MAX_PLAINTEXT {
+                return Err(invalid(
+                    key("history_budget_bytes"),
+                    format!("must be 1024 to {MAX_PLAINTEXT}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where the cursor keys came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeySource {
+    Env,
+    File,
+    Ephemeral,
+}
+
+/// Load the cursor keyring from the environment (via `env`), as the issue and
+/// docs/configuration.md specify.
+pub fn load_keyring(
+    cursor: &CursorSettings,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<(Keyring, KeySource), ConfigError> {
+    let inline = env(KEYS_ENV).filter(|v| !v.trim().is_empty());
+    let file = env(KEYS_FILE_ENV).filter(|v| !v.trim().is_empty());
+    match (inline, file) {
+        (Some(_), Some(_)) => Err(ConfigError::BothKeySources),
+        (Some(spec), None) => Ok((Keyring::parse(&spec)?, KeySource::Env)),
+        (None, Some(path)) => {
+            let path = PathBuf::from(path);
+            let spec = zeroize::Zeroizing::new(
+                std::fs::read_to_string(&path)
+                    .map_err(|source| ConfigError::KeysFile { path, source })?,
+            );
+            Ok((Keyring::parse(&spec)?, KeySource::File))
+        }
+        (None, None) if cursor.allow_ephemeral_key => {
+            Ok((Keyring::ephemeral(), KeySource::Ephemeral))
+        }
+        (None, None) => Err(ConfigError::NoKeys),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,131 @@
+use super::*;
+
+const MINIMAL: &str = r#"
+[[providers]]
+name = "local"
+kind = "scripted"
+
+[[agents]]
+id = "helper"
+provider = "local"
+model = "scripted-1"
+"#;
+
+#[test]
+fn defaults_apply_to_a_minimal_file() {
+    let s = Settings::from_toml(MINIMAL).unwrap();
+    assert_eq!(s.server.listen, "127.0.0.1:8080");
+    assert_eq!(s.server.max_body_bytes, 8 * 1024 * 1024);
+    assert_eq!(s.server.shutdown_grace_seconds, 30);
+    assert_eq!(s.cursor.ttl_seconds, 3600);
+    assert_eq!(s.cursor.max_conversation_age_seconds, 86_400);
+    assert!(!s.cursor.allow_ephemeral_key);
+    assert_eq!(s.auth.mode, AuthMode::None);
+    assert_eq!(s.log.format, LogFormat::Json);
+    let a = &s.agents[0];
+    assert_eq!((a.max_steps, a.max_turn_seconds), (8, 120));
+    assert_eq!((a.history_budget_bytes, a.keep_images_turns), (262_144, 2));
+}
+
+#[test]
+fn the_shipped_config_is_valid() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/agentgate.toml"
+    ))
+    .unwrap();
+    let s = Settings::from_toml(&text).unwrap();
+    assert!(s.cursor.allow_ephemeral_key);
+    assert!(!s.agents.is_empty());
+}
+
+#[test]
+fn bad_files_fail_naming_the_key() {
+    let cases = [
+        ("[server]\nmax_body_bytes = \"lots\"", "max_body_bytes"),
+        ("[server]\nlisten = \"nowhere\"", "server.listen"),
+        ("[server]\nmax_body_bytes = 1000", "server.max_body_bytes"),
+        ("[server]\nunknown_key = 1", "unknown_key"),
+        ("[cursor]\nttl_seconds = 999999", "cursor.ttl_seconds"),
+        (
+            "[[providers]]\nname = \"o\"\nkind = \"openai\"",
+            "providers[0].base_url",
+        ),
+        ("[[providers]]\nname = \"o\"\nkind = \"martian\"", "kind"),
+        (
+            &format!("{MINIMAL}\n[[agents]]\nid = \"helper\"\nprovider = \"local\"\nmodel = \"m\""),
+            "agents[1].id",
+        ),
+        (
+            &MINIMAL.replace("provider = \"local\"", "provider = \"nope\""),
+            "agents[0].provider",
+        ),
+        (
+            &format!("{MINIMAL}temperature = 3.5"),
+            "agents[0].temperature",
+        ),
+        (
+            &format!("{MINIMAL}history_budget_bytes = 10"),
+            "agents[0].history_budget_bytes",
+        ),
+    ];
+    for (text, key) in cases {
+        let err = Settings::from_toml(text).unwrap_err().to_string();
+        assert!(err.contains(key), "{text:?}: {err:?} should name {key}");
+    }
+}
+
+#[test]
+#[expect(
+    clippy::result_large_err,
+    reason = "figment::Jail fixes the closure's error type"
+)]
+fn environment_overrides_scalars() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.toml");
+    std::fs::write(&path, MINIMAL).unwrap();
+    figment::Jail::expect_with(|jail| {
+        jail.set_env("AGENTGATE__SERVER__LISTEN", "127.0.0.1:9999");
+        jail.set_env("AGENTGATE__CURSOR__TTL_SECONDS", "60");
+        let s = Settings::load(&path).map_err(|e| figment::Error::from(e.to_string()))?;
+        assert_eq!(s.server.listen, "127.0.0.1:9999");
+        assert_eq!(s.cursor.ttl_seconds, 60);
+        Ok(())
+    });
+}
+
+#[test]
+fn keys_come_from_env_or_file_never_both() {
+    let line = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    let c = CursorSettings::default();
+    let (ring, src) = load_keyring(&c, |v| (v == KEYS_ENV).then(|| line.to_owned())).unwrap();
+    assert_eq!((ring.active().kid(), src), ("k1", KeySource::Env));
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("keys");
+    std::fs::write(&file, format!("{line}\n")).unwrap();
+    let f = file.to_string_lossy().to_string();
+    let (_, src) = load_keyring(&c, |v| (v == KEYS_FILE_ENV).then(|| f.clone())).unwrap();
+    assert_eq!(src, KeySource::File);
+
+    assert!(matches!(
+        load_keyring(&c, |_| Some(line.to_owned())),
+        Err(ConfigError::BothKeySources)
+    ));
+    assert!(matches!(
+        load_keyring(&c, |_| None),
+        Err(ConfigError::NoKeys)
+    ));
+    let dev = CursorSettings {
+        allow_ephemeral_key: true,
+        ..c
+    };
+    assert_eq!(
+        load_keyring(&dev, |_| None).unwrap().1,
+        KeySource::Ephemeral
+    );
+    let err = load_keyring(&c, |v| (v == KEYS_ENV).then(|| "k1:short".to_owned()))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(KEYS_ENV) && !err.contains("short"), "{err}");
+}

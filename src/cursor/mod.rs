@@ -1,0 +1,196 @@
+//! Conversation cursors: the `cv1` format of CURSOR.md.
+//!
+//! [`CursorCodec`] seals a [`ConversationState`] into a token bound to a
+//! [`CursorContext`] (project, agent, subject) and opens it again. The
+//! submodules own one thing each: [`keyring`] the keys, [`token`] the
+//! cryptographic envelope, [`claims`] the plaintext schema and [`compact`] the
+//! growth policy.
+
+pub mod claims;
+pub mod compact;
+pub mod keyring;
+pub mod token;
+
+use std::sync::Arc;
+
+use crate::domain::ConversationState;
+pub use compact::Budget;
+pub use keyring::{KeyConfigError, Keyring};
+
+/// Maximum cursor lifetime, seconds.
+pub const MAX_TTL: u64 = 86_400;
+/// Allowed clock skew, seconds.
+pub const SKEW: u64 = 60;
+/// Plaintext padding bucket, bytes.
+pub const PAD_BUCKET: usize = 256;
+/// Largest padded plaintext, bytes.
+pub const MAX_PLAINTEXT: usize = 1_048_576;
+/// Longest token accepted, characters.
+pub const MAX_TOKEN_CHARS: usize = 1_398_256;
+/// Most keys in a keyring.
+pub const MAX_KEYS: usize = 8;
+
+/// The authenticated request context a cursor is bound to (its AAD).
+#[derive(Debug, Clone, Copy)]
+pub struct CursorContext<'a> {
+    pub project: &'a str,
+    pub agent: &'a str,
+    pub subject: &'a str,
+}
+
+/// Why a cursor was refused as `invalid_cursor`; for logs and metrics only,
+/// never shown to clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InvalidReason {
+    Empty,
+    Shape,
+    UnsupportedVersion,
+    UnknownKid,
+    Encoding,
+    Length,
+    FarFuture,
+    Commitment,
+    Authentication,
+    Claims,
+}
+
+impl InvalidReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InvalidReason::Empty => "empty",
+            InvalidReason::Shape => "shape",
+            InvalidReason::UnsupportedVersion => "unsupported_version",
+            InvalidReason::UnknownKid => "unknown_kid",
+            InvalidReason::Encoding => "encoding",
+            InvalidReason::Length => "length",
+            InvalidReason::FarFuture => "far_future_exp",
+            InvalidReason::Commitment => "commitment",
+            InvalidReason::Authentication => "authentication",
+            InvalidReason::Claims => "claims",
+        }
+    }
+}
+
+/// Errors of the cursor layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CursorError {
+    #[error("invalid cursor ({})", .0.as_str())]
+    Invalid(InvalidReason),
+    #[error("cursor expired")]
+    Expired,
+    #[error("cursor too large")]
+    TooLarge,
+    #[error("conversation older than the maximum conversation age")]
+    ConversationExpired,
+    #[error("conversation too large to seal")]
+    ConversationTooLarge,
+}
+
+/// A sealed cursor and its expiry.
+#[derive(Debug, Clone)]
+pub struct Sealed {
+    pub token: String,
+    pub exp: u64,
+}
+
+/// Seals and opens cursors with one keyring and one set of time limits.
+#[derive(Debug, Clone)]
+pub struct CursorCodec {
+    keys: Arc<Keyring>,
+    ttl: u64,
+    max_age: u64,
+}
+
+impl CursorCodec {
+    pub fn new(keys: Arc<Keyring>, ttl_seconds: u64, max_conversation_age_seconds: u64) -> Self {
+        Self {
+            keys,
+            ttl: ttl_seconds.min(MAX_TTL),
+            max_age: max_conversation_age_seconds,
+        }
+    }
+
+    pub fn keyring(&self) -> &Keyring {
+        &self.keys
+    }
+
+    /// Apply the growth budget to `state` and seal it, expiring `ttl` from `now`.
+    pub fn seal(
+        &self,
+        state: &mut ConversationState,
+        budget: Budget,
+        ctx: &CursorContext<'_>,
+        now: i64,
+    ) -> Result<Sealed, CursorError> {
+        self.seal_until(state, budget, ctx, now, self.ttl)
+    }
+
+    /// Like [`seal`](Self::seal) with an explicit lifetime (capped at [`MAX_TTL`]).
+    pub fn seal_until(
+        &self,
+        state: &mut ConversationState,
+        budget: Budget,
+        ctx: &CursorContext<'_>,
+        now: i64,
+        ttl: u64,
+    ) -> Result<Sealed, CursorError> {
+        compact::drop_old_images(&mut state.history, budget.keep_images_turns);
+        let mut plaintext = serialize(state, now)?;
+        if plaintext.len() > budget.history_bytes {
+            compact::fit_budget(&mut state.history, budget.history_bytes);
+            plaintext = serialize(state, now)?;
+        }
+        if state.history.len() > claims::MAX_HISTORY_ITEMS
+            || state.pending.len() > claims::MAX_PENDING
+            || state.turn > claims::MAX_TURN
+        {
+            return Err(CursorError::ConversationTooLarge);
+        }
+        token::pad(&mut plaintext);
+        if plaintext.len() > MAX_PLAINTEXT {
+            return Err(CursorError::ConversationTooLarge);
+        }
+        let exp = u64::try_from(now).unwrap_or(0) + ttl.min(MAX_TTL);
+        let token = token::seal(&self.keys, exp, ctx, &plaintext);
+        zeroize::Zeroize::zeroize(&mut plaintext);
+        Ok(Sealed { token, exp })
+    }
+
+    /// Verify, decrypt and validate a cursor for this request context.
+    pub fn open(
+        &self,
+        token: &str,
+        ctx: &CursorContext<'_>,
+        now: i64,
+    ) -> Result<ConversationState, CursorError> {
+        let opened = token::open(&self.keys, token, ctx, now)?;
+        let json =
+            claims::unpad(&opened.plaintext).ok_or(CursorError::Invalid(InvalidReason::Claims))?;
+        let claims: claims::Claims = serde_json::from_slice(json)
+            .map_err(|_| CursorError::Invalid(InvalidReason::Claims))?;
+        let skew = SKEW as i64;
+        let valid = claims.v == claims::CLAIMS_VERSION
+            && claims.iat <= now + skew
+            && claims.oiat <= claims.iat
+            && claims.turn <= claims::MAX_TURN
+            && claims.hist.len() <= claims::MAX_HISTORY_ITEMS
+            && claims.pending.len() <= claims::MAX_PENDING;
+        if !valid {
+            return Err(CursorError::Invalid(InvalidReason::Claims));
+        }
+        if now.saturating_sub(claims.oiat) > i64::try_from(self.max_age).unwrap_or(i64::MAX) {
+            return Err(CursorError::ConversationExpired);
+        }
+        Ok(claims.into_state())
+    }
+}
+
+fn serialize(state: &ConversationState, now: i64) -> Result<Vec<u8>, CursorError> {
+    let claims = claims::ClaimsRef::new(state, now);
+    let mut buf = Vec::with_capacity(4096);
+    serde_json::to_writer(&mut buf, &claims).map_err(|_| CursorError::ConversationTooLarge)?;
+    Ok(buf)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,837 @@
+//! The cv1 known-answer vector and the negative and security cases of CURSOR.md §6.2.
+
+use std::sync::atomic::Ordering;
+
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+
+use super::keyring::MasterKey;
+use super::*;
+use crate::domain::{HistoryItem, PendingAction, PendingKind, UserPart};
+
+const KAT_KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+const KAT_TOKEN: &str = "cv1.test-k1.AAAAAGlVuQCgoaKjpKWmp6ipqqusra6vsLGys7S1tre4ubq7vL2-vzjKKXOygsf617ZPAmCWEFLW6k7EUoN6mwZhv_kksb8QOpTWctXFXnLDXS2cJC__wyFDllUcamaoT3TqDQpNTgAFi2-rTOEdO9Pca-8DfHDReNmfX5svOgtnKnpCAF-wS3EjPLli_BhB1RQuUOZMBMt4LPZdotds2-bCfOJJqyhzHc6CENreLd7m0FfcLEozV-4qUqUfp2J0k3fvi4asWRZR-YFOjOiDO866HsNpQ-RiP8FkLAXqaot_cwPxilmnEqI2dP8RhTQXX_ady72c47lFakgJ0oJm3GnCyL6VmI-0Nln09dIr47Tk7tNUZEDhiHd19LKGFt2mTgPMxxEa1FfC7-j5ELg9NHD3-4S991swz39vJOD8WeB34L8GbFdYO5cYKsFOr-2v7TRNi-JnKd4";
+const KAT_PLAINTEXT: &str = r#"{"v":1,"cid":"AAECAwQFBgcICQoLDA0ODw","turn":1,"iat":1767222000,"oiat":1767222000,"cfg":"cfg-hash-0","hist":[{"role":"user","content":"hello"}],"pending":[]}"#;
+const KAT_EXP: u64 = 1_767_225_600;
+const KAT_NOW: i64 = 1_767_222_000;
+const CTX: CursorContext<'static> = CursorContext {
+    project: "proj-a",
+    agent: "agent-1",
+    subject: "user-123",
+};
+
+fn hex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+fn key_line(kid: &str, bytes: &[u8]) -> String {
+    format!("{kid}:{}", STANDARD.encode(bytes))
+}
+
+fn kat_keyring() -> Keyring {
+    Keyring::parse(&key_line("test-k1", &hex(KAT_KEY))).unwrap()
+}
+
+fn kat_salt() -> [u8; 32] {
+    std::array::from_fn(|i| 0xa0 + i as u8)
+}
+
+fn padded(json: &str) -> Vec<u8> {
+    let mut v = json.as_bytes().to_vec();
+    token::pad(&mut v);
+    v
+}
+
+fn codec(keys: Keyring) -> CursorCodec {
+    CursorCodec::new(Arc::new(keys), 3600, 86_400)
+}
+
+fn kat_open(token: &str) -> Result<token::Opened, CursorError> {
+    token::open(&kat_keyring(), token, &CTX, KAT_NOW)
+}
+
+fn sample_state(now: i64) -> ConversationState {
+    let mut s = ConversationState::new(now, "cfg-1");
+    s.turn = 1;
+    s.history = vec![
+        HistoryItem::user_text("hello"),
+        HistoryItem::assistant_text("hi there"),
+    ];
+    s
+}
+
+/// Re-encode a token with its payload changed by `f`.
+fn with_payload(token: &str, f: impl FnOnce(&mut Vec<u8>)) -> String {
+    let (head, body) = token.rsplit_once('.').unwrap();
+    let mut payload = URL_SAFE_NO_PAD.decode(body).unwrap();
+    f(&mut payload);
+    format!("{head}.{}", URL_SAFE_NO_PAD.encode(payload))
+}
+
+// ---- §6.1 known answer ----
+
+#[test]
+fn known_answer_vector_is_reproduced_byte_for_byte() {
+    let keys = kat_keyring();
+    let okm = keys.active().derive(&kat_salt());
+    assert_eq!(
+        okm.as_slice(),
+        hex("52b49c0a8095f06d376538d0b07f99ee49164ea962b1d275c6944dfed6a2c24dcf523704dfd610859179996c38ca2973b282c7fad7b64f0260961052d6ea4ec452837a9b0661bff924b1bf10")
+            .as_slice()
+    );
+    let pt = padded(KAT_PLAINTEXT);
+    assert_eq!(pt.len(), 256);
+    let token = token::seal_with(keys.active(), kat_salt(), KAT_EXP, &CTX, &pt);
+    assert_eq!(token.len(), 471);
+    assert_eq!(token, KAT_TOKEN);
+}
+
+#[test]
+fn known_answer_token_opens_to_its_plaintext() {
+    let opened = kat_open(KAT_TOKEN).unwrap();
+    assert_eq!(
+        opened.plaintext.as_slice(),
+        padded(KAT_PLAINTEXT).as_slice()
+    );
+    assert_eq!(opened.exp, KAT_EXP);
+    assert_eq!(opened.kid, "test-k1");
+}
+
+// ---- properties ----
+
+#[test]
+fn open_of_seal_is_identity_for_random_states() {
+    let c = codec(kat_keyring());
+    for n in 0..50 {
+        let mut s = ConversationState::new(KAT_NOW, format!("cfg-{n}"));
+        s.turn = n;
+        for i in 0..n {
+            let len = rand::random::<u16>() as usize % 300;
+            let text: String = (0..len).map(|_| rand::random::<char>()).collect();
+            s.history.push(HistoryItem::user_text(format!("{i}{text}")));
+            s.history.push(HistoryItem::assistant_text(text));
+        }
+        if n % 3 == 0 {
+            s.pending.push(PendingAction {
+                action_id: format!("a{n}"),
+                kind: PendingKind::ClientTool,
+                call_id: "c".into(),
+                name: "add".into(),
+                arguments: "{\"a\":1}".into(),
+            });
+        }
+        let sealed = c
+            .seal(&mut s.clone(), Budget::default(), &CTX, KAT_NOW)
+            .unwrap();
+        assert_eq!(c.open(&sealed.token, &CTX, KAT_NOW).unwrap(), s);
+    }
+}
+
+#[test]
+fn sealing_is_never_deterministic_and_lengths_are_padded() {
+    let c = codec(kat_keyring());
+    let s = sample_state(KAT_NOW);
+    let a = c
+        .seal(&mut s.clone(), Budget::default(), &CTX, KAT_NOW)
+        .unwrap()
+        .token;
+    let b = c
+        .seal(&mut s.clone(), Budget::default(), &CTX, KAT_NOW)
+        .unwrap()
+        .token;
+    let pa = URL_SAFE_NO_PAD
+        .decode(a.rsplit('.').next().unwrap())
+        .unwrap();
+    let pb = URL_SAFE_NO_PAD
+        .decode(b.rsplit('.').next().unwrap())
+        .unwrap();
+    assert_ne!(pa[8..40], pb[8..40], "salt");
+    assert_ne!(pa[40..72], pb[40..72], "commit");
+    assert_ne!(pa[72..], pb[72..], "ciphertext and tag");
+    assert_eq!((pa.len() - token::OVERHEAD) % PAD_BUCKET, 0);
+}
+
+#[test]
+fn states_in_the_same_bucket_give_equal_lengths() {
+    // §6.2.21: guards against anyone adding compression.
+    let c = codec(kat_keyring());
+    let with_text = |n: usize| {
+        let mut st = sample_state(KAT_NOW);
+        st.history.push(HistoryItem::user_text("z".repeat(n)));
+        st
+    };
+    // Find a state whose JSON ends 50 to 150 bytes into a bucket, then one 5 bytes longer.
+    let n = (0..PAD_BUCKET)
+        .find(|&n| {
+            (50..150).contains(&(serialize(&with_text(n), KAT_NOW).unwrap().len() % PAD_BUCKET))
+        })
+        .unwrap();
+    let (mut short, mut long) = (with_text(n), with_text(n + 5));
+    let (a, b) = (
+        serialize(&short, KAT_NOW).unwrap().len(),
+        serialize(&long, KAT_NOW).unwrap().len(),
+    );
+    assert_eq!(a + 5, b);
+    let ta = c
+        .seal(&mut short, Budget::default(), &CTX, KAT_NOW)
+        .unwrap()
+        .token;
+    let tb = c
+        .seal(&mut long, Budget::default(), &CTX, KAT_NOW)
+        .unwrap()
+        .token;
+    assert_eq!(ta.len(), tb.len());
+    let mut repetitive = sample_state(KAT_NOW);
+    repetitive
+        .history
+        .push(HistoryItem::user_text("a".repeat(5000)));
+    let t = c
+        .seal(&mut repetitive, Budget::default(), &CTX, KAT_NOW)
+        .unwrap()
+        .token;
+    assert!(t.len() > 5000 * 4 / 3, "repetitive text is not compressed");
+}
+
+// ---- §6.2 1–6: tokens and encoding ----
+
+#[test]
+fn malformed_tokens_are_invalid() {
+    for bad in [
+        "",
+        " ",
+        "   ",
+        "cv1",
+        "cv1.",
+        "cv1.k.",
+        "cv1.test-k1",
+        "a.b",
+        "cv1.test-k1.AAAA.extra",
+        "cv0.test-k1.AAAA",
+        "cv2.test-k1.AAAA",
+        "v4.local.AAAA",
+        "CV1.test-k1.AAAA",
+    ] {
+        assert!(
+            matches!(kat_open(bad), Err(CursorError::Invalid(_))),
+            "{bad:?} must be invalid_cursor"
+        );
+    }
+    let body = KAT_TOKEN.rsplit('.').next().unwrap();
+    assert!(matches!(
+        kat_open(&format!("cv0.test-k1.{body}")),
+        Err(CursorError::Invalid(_))
+    ));
+}
+
+#[test]
+fn bad_and_unknown_kids_are_invalid() {
+    let body = KAT_TOKEN.rsplit('.').next().unwrap();
+    let long = "k".repeat(33);
+    for kid in [
+        "unknown",
+        "",
+        long.as_str(),
+        "te.st",
+        "te/st",
+        "te%st",
+        "te\0st",
+        "tést",
+    ] {
+        let t = format!("cv1.{kid}.{body}");
+        assert!(
+            matches!(kat_open(&t), Err(CursorError::Invalid(_))),
+            "kid {kid:?}"
+        );
+    }
+    // A retired kid: the token was sealed with test-k1, which this keyring no longer has.
+    let other = Keyring::parse(&key_line("test-k2", &[7u8; 32])).unwrap();
+    assert_eq!(
+        token::open(&other, KAT_TOKEN, &CTX, KAT_NOW).err(),
+        Some(CursorError::Invalid(InvalidReason::UnknownKid))
+    );
+}
+
+#[test]
+fn non_canonical_base64_is_invalid() {
+    let std_alphabet = KAT_TOKEN.replacen('-', "+", 1);
+    let std_alphabet2 = KAT_TOKEN.replacen('_', "/", 1);
+    let padded_tok = format!("{KAT_TOKEN}=");
+    let mut spaced = KAT_TOKEN.to_string();
+    spaced.insert(40, ' ');
+    let mut newline = KAT_TOKEN.to_string();
+    newline.insert(60, '\n');
+    // 344 payload bytes leave 2 unused bits in the last character: flip one of them.
+    let mut trailing = KAT_TOKEN.to_string();
+    let last = trailing.pop().unwrap();
+    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let idx = alphabet.iter().position(|&c| c as char == last).unwrap();
+    trailing.push(alphabet[idx ^ 1] as char);
+    assert!(
+        URL_SAFE_NO_PAD
+            .decode(trailing.rsplit('.').next().unwrap())
+            .is_err()
+    );
+    for bad in [
+        std_alphabet,
+        std_alphabet2,
+        padded_tok,
+        spaced,
+        newline,
+        trailing,
+    ] {
+        assert!(
+            matches!(kat_open(&bad), Err(CursorError::Invalid(_))),
+            "{bad}"
+        );
+    }
+}
+
+#[test]
+fn every_truncation_and_extension_is_invalid() {
+    for len in 0..KAT_TOKEN.len() {
+        let r = kat_open(&KAT_TOKEN[..len]);
+        assert!(
+            matches!(r, Err(CursorError::Invalid(_))),
+            "prefix of {len} chars: {:?}",
+            r.err()
+        );
+    }
+    for extra in ["A", "x", "-", "."] {
+        assert!(matches!(
+            kat_open(&format!("{KAT_TOKEN}{extra}")),
+            Err(CursorError::Invalid(_))
+        ));
+    }
+}
+
+#[test]
+fn oversize_tokens_are_refused_before_decoding() {
+    let keys = kat_keyring();
+    let huge = format!("cv1.test-k1.{}", "A".repeat(MAX_TOKEN_CHARS));
+    assert_eq!(
+        token::open(&keys, &huge, &CTX, KAT_NOW).err(),
+        Some(CursorError::TooLarge)
+    );
+    assert_eq!(
+        keys.active().derivations.load(Ordering::Relaxed),
+        0,
+        "no key work was done"
+    );
+}
+
+// ---- §6.2 7–10: integrity ----
+
+#[test]
+fn a_bit_flip_at_any_payload_position_is_rejected() {
+    let body = URL_SAFE_NO_PAD
+        .decode(KAT_TOKEN.rsplit('.').next().unwrap())
+        .unwrap();
+    let mut rejected = 0;
+    for i in 0..body.len() {
+        for bit in [0x01u8, 0x80] {
+            let t = with_payload(KAT_TOKEN, |p| p[i] ^= bit);
+            assert!(kat_open(&t).is_err(), "flip at byte {i} accepted");
+        }
+        rejected += 1;
+    }
+    assert_eq!(rejected, 344);
+}
+
+#[test]
+fn a_payload_under_another_configured_kid_is_rejected() {
+    let keys = Keyring::parse(&format!(
+        "{},{}",
+        key_line("test-k2", &[9u8; 32]),
+        key_line("test-k1", &hex(KAT_KEY))
+    ))
+    .unwrap();
+    let swapped = KAT_TOKEN.replacen("test-k1", "test-k2", 1);
+    assert_eq!(
+        token::open(&keys, &swapped, &CTX, KAT_NOW).err(),
+        Some(CursorError::Invalid(InvalidReason::Commitment))
+    );
+}
+
+#[test]
+fn spliced_tokens_are_rejected() {
+    let keys = kat_keyring();
+    let a = token::seal(&keys, KAT_EXP, &CTX, &padded(KAT_PLAINTEXT));
+    let b = token::seal(&keys, KAT_EXP, &CTX, &padded(KAT_PLAINTEXT));
+    let pb = URL_SAFE_NO_PAD
+        .decode(b.rsplit('.').next().unwrap())
+        .unwrap();
+    let salt_from_a = with_payload(&b, |p| {
+        let pa = URL_SAFE_NO_PAD
+            .decode(a.rsplit('.').next().unwrap())
+            .unwrap();
+        p[8..40].copy_from_slice(&pa[8..40]);
+    });
+    let header_of_a = with_payload(&a, |p| p[72..].copy_from_slice(&pb[72..]));
+    let commit_of_a = with_payload(&b, |p| {
+        let pa = URL_SAFE_NO_PAD
+            .decode(a.rsplit('.').next().unwrap())
+            .unwrap();
+        p[40..72].copy_from_slice(&pa[40..72]);
+    });
+    for t in [salt_from_a, header_of_a, commit_of_a] {
+        assert!(matches!(kat_open(&t), Err(CursorError::Invalid(_))));
+    }
+}
+
+#[test]
+fn tampered_expiry_is_never_accepted() {
+    let later = with_payload(KAT_TOKEN, |p| {
+        p[..8].copy_from_slice(&(KAT_EXP + 3600).to_be_bytes())
+    });
+    // exp is authenticated as associated data, so a changed exp fails the tag.
+    assert_eq!(
+        kat_open(&later).err(),
+        Some(CursorError::Invalid(InvalidReason::Authentication))
+    );
+    let earlier = with_payload(KAT_TOKEN, |p| {
+        p[..8].copy_from_slice(&(KAT_EXP - 3000).to_be_bytes())
+    });
+    assert!(kat_open(&earlier).is_err());
+    let expired = with_payload(KAT_TOKEN, |p| {
+        p[..8].copy_from_slice(&(KAT_EXP - 7200).to_be_bytes())
+    });
+    assert_eq!(kat_open(&expired).err(), Some(CursorError::Expired));
+}
+
+// ---- §6.2 11: binding ----
+
+#[test]
+fn a_cursor_is_bound_to_project_agent_and_subject() {
+    let keys = kat_keyring();
+    assert!(token::open(&keys, KAT_TOKEN, &CTX, KAT_NOW).is_ok());
+    for ctx in [
+        CursorContext {
+            subject: "user-124",
+            ..CTX
+        },
+        CursorContext {
+            project: "proj-b",
+            ..CTX
+        },
+        CursorContext {
+            agent: "agent-2",
+            ..CTX
+        },
+        CursorContext {
+            subject: "user-12",
+            ..CTX
+        },
+    ] {
+        assert_eq!(
+            token::open(&keys, KAT_TOKEN, &ctx, KAT_NOW).err(),
+            Some(CursorError::Invalid(InvalidReason::Authentication))
+        );
+    }
+}
+
+// ---- §6.2 13: time ----
+
+#[test]
+fn expiry_allows_sixty_seconds_of_skew_and_no_more() {
+    let exp = KAT_EXP as i64;
+    assert!(token::open(&kat_keyring(), KAT_TOKEN, &CTX, exp + 60).is_ok());
+    assert_eq!(
+        token::open(&kat_keyring(), KAT_TOKEN, &CTX, exp + 61).err(),
+        Some(CursorError::Expired)
+    );
+}
+
+#[test]
+fn far_future_expiry_and_future_iat_are_rejected() {
+    let keys = kat_keyring();
+    let far = KAT_NOW as u64 + MAX_TTL + SKEW + 1;
+    let t = token::seal_with(keys.active(), kat_salt(), far, &CTX, &padded(KAT_PLAINTEXT));
+    assert_eq!(
+        token::open(&keys, &t, &CTX, KAT_NOW).err(),
+        Some(CursorError::Invalid(InvalidReason::FarFuture))
+    );
+    let c = codec(keys);
+    let future_iat = KAT_PLAINTEXT.replace(r#""iat":1767222000"#, r#""iat":1767222061"#);
+    let t = token::seal(c.keyring(), KAT_EXP, &CTX, &padded(&future_iat));
+    assert_eq!(
+        c.open(&t, &CTX, KAT_NOW).err(),
+        Some(CursorError::Invalid(InvalidReason::Claims))
+    );
+}
+
+#[test]
+fn conversations_older_than_the_maximum_age_are_expired() {
+    let c = CursorCodec::new(Arc::new(kat_keyring()), 3600, 7200);
+    let mut s = sample_state(KAT_NOW - 7000);
+    let sealed = c.seal(&mut s, Budget::default(), &CTX, KAT_NOW).unwrap();
+    assert!(c.open(&sealed.token, &CTX, KAT_NOW + 200).is_ok());
+    assert_eq!(
+        c.open(&sealed.token, &CTX, KAT_NOW + 201).err(),
+        Some(CursorError::ConversationExpired)
+    );
+}
+
+// ---- §6.2 15–17: keys and rotation ----
+
+#[test]
+fn rotation_add_promote_remove() {
+    let a = [1u8; 32];
+    let b = [2u8; 32];
+    let only_a = codec(Keyring::parse(&key_line("a", &a)).unwrap());
+    let mut s = sample_state(KAT_NOW);
+    let token = only_a
+        .seal(&mut s, Budget::default(), &CTX, KAT_NOW)
+        .unwrap()
+        .token;
+    assert!(token.starts_with("cv1.a."));
+
+    let added =
+        codec(Keyring::parse(&format!("{},{}", key_line("a", &a), key_line("b", &b))).unwrap());
+    assert!(added.open(&token, &CTX, KAT_NOW).is_ok());
+    let promoted =
+        codec(Keyring::parse(&format!("{},{}", key_line("b", &b), key_line("a", &a))).unwrap());
+    assert!(
+        promoted.open(&token, &CTX, KAT_NOW).is_ok(),
+        "demoted key still opens"
+    );
+    let new = promoted
+        .seal(&mut s, Budget::default(), &CTX, KAT_NOW)
+        .unwrap()
+        .token;
+    assert!(
+        new.starts_with("cv1.b."),
+        "new tokens use the new active kid"
+    );
+    assert!(
+        added.open(&new, &CTX, KAT_NOW).is_ok(),
+        "replicas still on step 1 open it"
+    );
+    let removed = codec(Keyring::parse(&key_line("b", &b)).unwrap());
+    assert_eq!(
+        removed.open(&token, &CTX, KAT_NOW).err(),
+        Some(CursorError::Invalid(InvalidReason::UnknownKid))
+    );
+}
+
+#[test]
+fn keyset_configuration_is_validated() {
+    let k = |kid: &str, n: u8| key_line(kid, &[n; 32]);
+    let cases: Vec<(String, KeyConfigError)> = vec![
+        (String::new(), KeyConfigError::Empty),
+        (" , ".into(), KeyConfigError::Empty),
+        (
+            key_line("a", &[1u8; 31]),
+            KeyConfigError::BadLength {
+                kid: "a".into(),
+                len: 31,
+            },
+        ),
+        (
+            key_line("a", &[1u8; 33]),
+            KeyConfigError::BadLength {
+                kid: "a".into(),
+                len: 33,
+            },
+        ),
+        ("a:not*base64".into(), KeyConfigError::BadBase64("a".into())),
+        ("a".into(), KeyConfigError::Malformed(1)),
+        (
+            format!("{},{}", k("a", 1), k("a", 2)),
+            KeyConfigError::DuplicateKid("a".into()),
+        ),
+        (
+            format!("{},{}", k("a", 1), k("b", 1)),
+            KeyConfigError::DuplicateKey("a".into(), "b".into()),
+        ),
+        (
+            key_line("bad kid", &[1; 32]),
+            KeyConfigError::BadKid("bad kid".into()),
+        ),
+        (
+            (0..9)
+                .map(|i| k(&format!("k{i}"), i))
+                .collect::<Vec<_>>()
+                .join(","),
+            KeyConfigError::TooMany(9),
+        ),
+    ];
+    for (spec, want) in cases {
+        assert_eq!(Keyring::parse(&spec).err(), Some(want), "spec {spec:?}");
+    }
+    // URL-safe and unpadded base64 are accepted too; whitespace around entries is ignored.
+    let url = URL_SAFE_NO_PAD.encode([0xfbu8; 32]);
+    let ring = Keyring::parse(&format!(" k1:{url} ,\n{}\n", k("k2", 3))).unwrap();
+    assert_eq!(ring.active().kid(), "k1");
+    assert_eq!(ring.keys().len(), 2);
+}
+
+#[test]
+fn a_bad_token_costs_at_most_one_key_derivation() {
+    let keys = Keyring::parse(&format!(
+        "{},{},{}",
+        key_line("k1", &[1; 32]),
+        key_line("test-k1", &hex(KAT_KEY)),
+        key_line("k3", &[3; 32])
+    ))
+    .unwrap();
+    let total = |keys: &Keyring| -> u64 {
+        keys.keys()
+            .iter()
+            .map(|k| k.derivations.load(Ordering::Relaxed))
+            .sum()
+    };
+    let flipped = with_payload(KAT_TOKEN, |p| p[100] ^= 1);
+    let wrong_ctx = CursorContext {
+        subject: "x",
+        ..CTX
+    };
+    for (t, ctx) in [
+        (flipped.as_str(), CTX),
+        (KAT_TOKEN, wrong_ctx),
+        ("cv1.k9.AAAA", CTX),
+        ("garbage", CTX),
+    ] {
+        let before = total(&keys);
+        assert!(token::open(&keys, t, &ctx, KAT_NOW).is_err());
+        assert!(total(&keys) - before <= 1);
+    }
+}
+
+#[test]
+fn key_types_never_print_key_bytes() {
+    let bytes = hex(KAT_KEY);
+    let ring = kat_keyring();
+    let dbg = format!("{ring:?} {:?}", ring.active());
+    assert!(dbg.contains("test-k1") && dbg.contains("[redacted]"));
+    for needle in [
+        KAT_KEY.to_string(),
+        STANDARD.encode(&bytes),
+        format!("{:?}", &bytes[..4]),
+    ] {
+        assert!(!dbg.contains(&needle), "{dbg}");
+    }
+    let err = Keyring::parse(&key_line("a", &bytes[..31]))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(!err.contains(&STANDARD.encode(&bytes[..31])));
+    let _ = MasterKey::new("x", &[0; 32]).unwrap();
+}
+
+// ---- §6.2 18–19: plaintext and claims ----
+
+#[test]
+fn validly_sealed_bad_claims_are_rejected() {
+    let c = codec(kat_keyring());
+    let good = KAT_PLAINTEXT.replace(
+        r#"{"role":"user","content":"hello"}"#,
+        r#"{"type":"user","parts":[{"type":"text","text":"hello"}]}"#,
+    );
+    let t = token::seal(c.keyring(), KAT_EXP, &CTX, &padded(&good));
+    assert!(
+        c.open(&t, &CTX, KAT_NOW).is_ok(),
+        "the schema-conforming variant opens"
+    );
+
+    let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+    let huge_hist = format!(
+        "[{}]",
+        vec![r#"{"type":"user","parts":[]}"#; claims::MAX_HISTORY_ITEMS + 1].join(",")
+    );
+    let cases = [
+        KAT_PLAINTEXT.to_string(), // the KAT's history items are not our schema
+        good.replace(r#""v":1"#, r#""v":2"#),
+        good.replace(r#""turn":1"#, r#""turn":"1""#),
+        good.replace(r#""pending":[]"#, r#""pending":[],"extra":true"#),
+        good.replace(r#""text":"hello""#, r#""text":"hello","x":1"#),
+        good.replace(r#""oiat":1767222000"#, r#""oiat":1767222001"#),
+        good.replace(r#""pending":[]"#, &format!(r#""pending":{deep}"#)),
+        good.replace(
+            r#""hist":[{"type":"user","parts":[{"type":"text","text":"hello"}]}]"#,
+            &format!(r#""hist":{huge_hist}"#),
+        ),
+    ];
+    for json in cases {
+        let t = token::seal(c.keyring(), KAT_EXP, &CTX, &padded(&json));
+        assert_eq!(
+            c.open(&t, &CTX, KAT_NOW).err(),
+            Some(CursorError::Invalid(InvalidReason::Claims)),
+            "{}",
+            &json[..json.len().min(200)]
+        );
+    }
+    // Padding that is not spaces.
+    let mut pt = good.as_bytes().to_vec();
+    pt.resize(256, b'\n');
+    let t = token::seal(c.keyring(), KAT_EXP, &CTX, &pt);
+    assert_eq!(
+        c.open(&t, &CTX, KAT_NOW).err(),
+        Some(CursorError::Invalid(InvalidReason::Claims))
+    );
+    // More than one bucket of padding.
+    let mut pt = good.as_bytes().to_vec();
+    pt.resize(768, b' ');
+    let t = token::seal(c.keyring(), KAT_EXP, &CTX, &pt);
+    assert_eq!(
+        c.open(&t, &CTX, KAT_NOW).err(),
+        Some(CursorError::Invalid(InvalidReason::Claims))
+    );
+}
+
+#[test]
+fn a_state_over_the_cap_is_never_sealed() {
+    let c = codec(kat_keyring());
+    let mut s = sample_state(KAT_NOW);
+    s.history = vec![HistoryItem::user_text("x".repeat(MAX_PLAINTEXT))];
+    let budget = Budget {
+        history_bytes: 10 * MAX_PLAINTEXT,
+        keep_images_turns: 2,
+    };
+    assert_eq!(
+        c.seal(&mut s, budget, &CTX, KAT_NOW).err(),
+        Some(CursorError::ConversationTooLarge)
+    );
+}
+
+#[test]
+fn compaction_keeps_the_cursor_openable_and_under_budget() {
+    let c = codec(kat_keyring());
+    let mut s = sample_state(KAT_NOW);
+    for i in 0..200 {
+        s.history.push(HistoryItem::User {
+            parts: vec![
+                UserPart::Text {
+                    text: format!("turn {i}"),
+                },
+                UserPart::Image {
+                    media_type: "image/png".into(),
+                    data: "QUJD".repeat(2000),
+                },
+            ],
+        });
+        s.history
+            .push(HistoryItem::assistant_text("y".repeat(1000)));
+    }
+    s.pending.push(PendingAction {
+        action_id: "keep-me".into(),
+        kind: PendingKind::ToolConfirmation,
+        call_id: "c1".into(),
+        name: "fn".into(),
+        arguments: "{}".into(),
+    });
+    let sealed = c.seal(&mut s, Budget::default(), &CTX, KAT_NOW).unwrap();
+    let opened = c.open(&sealed.token, &CTX, KAT_NOW).unwrap();
+    assert_eq!(opened.pending.len(), 1);
+    assert!(opened.history[0].starts_turn());
+    let json = serde_json::to_vec(&opened.history).unwrap();
+    assert!(json.len() <= Budget::default().history_bytes);
+    assert_eq!(
+        opened.history.last(),
+        Some(&HistoryItem::assistant_text("y".repeat(1000)))
+    );
+}
+
+// ---- claims fixtures of every earlier version ----
+
+#[test]
+fn fixture_cursors_of_every_claims_version_open() {
+    #[derive(serde::Deserialize)]
+    struct Fixture {
+        v: u32,
+        keys: String,
+        project: String,
+        agent: String,
+        subject: String,
+        now: i64,
+        token: String,
+        history_len: usize,
+    }
+    let fixtures: Vec<Fixture> =
+        serde_json::from_str(include_str!("../../tests/fixtures/cursor-claims.json")).unwrap();
+    assert!(fixtures.iter().any(|f| f.v == claims::CLAIMS_VERSION));
+    for f in fixtures {
+        let c = codec(Keyring::parse(&f.keys).unwrap());
+        let ctx = CursorContext {
+            project: &f.project,
+            agent: &f.agent,
+            subject: &f.subject,
+        };
+        let state = c
+            .open(&f.token, &ctx, f.now)
+            .unwrap_or_else(|e| panic!("v{}: {e}", f.v));
+        assert_eq!(state.history.len(), f.history_len);
+    }
+}
+
+/// Prints a fixture entry for the current claims version; run with
+/// `cargo test --lib print_claims_fixture -- --ignored --nocapture` when bumping `v`.
+#[test]
+#[ignore]
+fn print_claims_fixture() {
+    let keys = key_line("fixture-k1", &[0x42; 32]);
+    let c = codec(Keyring::parse(&keys).unwrap());
+    let now = 1_800_000_000;
+    let mut s = ConversationState::new(now - 100, "fixture-cfg");
+    s.turn = 2;
+    s.history = vec![
+        HistoryItem::User {
+            parts: vec![
+                UserPart::Text {
+                    text: "what is in this picture?".into(),
+                },
+                UserPart::Image {
+                    media_type: "image/png".into(),
+                    data: "iVBORw0KGgo=".into(),
+                },
+            ],
+        },
+        HistoryItem::Assistant {
+            parts: vec![crate::domain::AssistantPart::Text {
+                text: "A cat.".into(),
+            }],
+            tool_calls: vec![crate::domain::ToolCall {
+                id: "c1".into(),
+                name: "clock".into(),
+                arguments: "{}".into(),
+            }],
+        },
+        HistoryItem::ToolResult {
+            call_id: "c1".into(),
+            name: "clock".into(),
+            content: "12:00".into(),
+            is_error: false,
+        },
+        HistoryItem::Reasoning {
+            provider: "anthropic".into(),
+            blob: "opaque".into(),
+        },
+        HistoryItem::assistant_text("It is noon."),
+    ];
+    s.pending = vec![PendingAction {
+        action_id: "a1".into(),
+        kind: PendingKind::ClientTool,
+        call_id: "c2".into(),
+        name: "add".into(),
+        arguments: "{\"a\":1}".into(),
+    }];
+    let ctx = CursorContext {
+        project: "fixture-proj",
+        agent: "fixture-agent",
+        subject: "anonymous",
+    };
+    let token = c
+        .seal_until(&mut s, Budget::default(), &ctx, now, MAX_TTL)
+        .unwrap()
+        .token;
+    println!(
+        "{}",
+        serde_json::json!([{
+            "v": claims::CLAIMS_VERSION, "keys": keys, "project": "fixture-proj",
+            "agent": "fixture-agent", "subject": "anonymous", "now": now,
+            "token": token, "history_len": 5
+        }])
+    );
+}

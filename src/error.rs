@@ -1,0 +1,205 @@
+//! The one error table shared by both API shapes (docs/api.md): every failure
+//! a client can see has a stable machine code and an HTTP status. Layer errors
+//! convert into [`ApiError`]; each facade renders it in its own body format.
+
+use actix_web::http::StatusCode;
+
+use crate::cursor::CursorError;
+use crate::llm::ProviderError;
+use crate::runtime::RuntimeError;
+
+/// Stable machine codes, with their HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    InvalidRequest,
+    InvalidCursor,
+    CursorExpired,
+    CursorTooLarge,
+    ConversationExpired,
+    ActionsNotSupported,
+    AgentNotFound,
+    NotFound,
+    MethodNotAllowed,
+    BodyTooLarge,
+    UnsupportedEncoding,
+    UnsupportedMediaType,
+    ConversationTooLarge,
+    UpstreamRejected,
+    UpstreamRateLimited,
+    Internal,
+    ProviderMisconfigured,
+    UpstreamError,
+    StoreUnavailable,
+    NotReady,
+    UpstreamTimeout,
+}
+
+impl ErrorCode {
+    pub const ALL: [ErrorCode; 21] = [
+        ErrorCode::InvalidRequest,
+        ErrorCode::InvalidCursor,
+        ErrorCode::CursorExpired,
+        ErrorCode::CursorTooLarge,
+        ErrorCode::ConversationExpired,
+        ErrorCode::ActionsNotSupported,
+        ErrorCode::AgentNotFound,
+        ErrorCode::NotFound,
+        ErrorCode::MethodNotAllowed,
+        ErrorCode::BodyTooLarge,
+        ErrorCode::UnsupportedEncoding,
+        ErrorCode::UnsupportedMediaType,
+        ErrorCode::ConversationTooLarge,
+        ErrorCode::UpstreamRejected,
+        ErrorCode::UpstreamRateLimited,
+        ErrorCode::Internal,
+        ErrorCode::ProviderMisconfigured,
+        ErrorCode::UpstreamError,
+        ErrorCode::StoreUnavailable,
+        ErrorCode::NotReady,
+        ErrorCode::UpstreamTimeout,
+    ];
+
+    /// The machine code clients match on.
+    pub fn as_str(self) -> &'static str {
+        self.row().0
+    }
+
+    pub fn status(self) -> StatusCode {
+        StatusCode::from_u16(self.row().1).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    fn row(self) -> (&'static str, u16) {
+        match self {
+            ErrorCode::InvalidRequest => ("invalid_request", 400),
+            ErrorCode::InvalidCursor => ("invalid_cursor", 400),
+            ErrorCode::CursorExpired => ("cursor_expired", 400),
+            ErrorCode::CursorTooLarge => ("cursor_too_large", 400),
+            ErrorCode::ConversationExpired => ("conversation_expired", 400),
+            ErrorCode::ActionsNotSupported => ("actions_not_supported", 400),
+            ErrorCode::AgentNotFound => ("agent_not_found", 404),
+            ErrorCode::NotFound => ("not_found", 404),
+            ErrorCode::MethodNotAllowed => ("method_not_allowed", 405),
+            ErrorCode::BodyTooLarge => ("body_too_large", 413),
+            ErrorCode::UnsupportedEncoding => ("unsupported_encoding", 415),
+            ErrorCode::UnsupportedMediaType => ("unsupported_media_type", 415),
+            ErrorCode::ConversationTooLarge => ("conversation_too_large", 422),
+            ErrorCode::UpstreamRejected => ("upstream_rejected", 422),
+            ErrorCode::UpstreamRateLimited => ("upstream_rate_limited", 429),
+            ErrorCode::Internal => ("internal_error", 500),
+            ErrorCode::ProviderMisconfigured => ("provider_misconfigured", 500),
+            ErrorCode::UpstreamError => ("upstream_error", 502),
+            ErrorCode::StoreUnavailable => ("store_unavailable", 503),
+            ErrorCode::NotReady => ("not_ready", 503),
+            ErrorCode::UpstreamTimeout => ("upstream_timeout", 504),
+        }
+    }
+}
+
+/// A client-visible error: code, safe message, and optional extras.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+    /// Seconds, sent as `Retry-After`.
+    pub retry_after: Option<u64>,
+    /// External ids that were not found (Cognite `missing`).
+    pub missing: Vec<String>,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            retry_after: None,
+            missing: Vec::new(),
+        }
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::InvalidRequest, message)
+    }
+
+    pub fn agent_not_found(id: &str) -> Self {
+        let mut e = Self::new(ErrorCode::AgentNotFound, format!("agent {id:?} not found"));
+        e.missing.push(id.to_owned());
+        e
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code.as_str(), self.message)
+    }
+}
+
+impl From<CursorError> for ApiError {
+    fn from(e: CursorError) -> Self {
+        match e {
+            // One body for every authentication failure: nothing tells a forger which check failed.
+            CursorError::Invalid(_) => ApiError::new(
+                ErrorCode::InvalidCursor,
+                "the cursor is not valid for this project, agent and caller; start a new conversation",
+            ),
+            CursorError::Expired => ApiError::new(
+                ErrorCode::CursorExpired,
+                "the cursor has expired; start a new conversation",
+            ),
+            CursorError::TooLarge => ApiError::new(
+                ErrorCode::CursorTooLarge,
+                "the cursor is longer than any valid cursor",
+            ),
+            CursorError::ConversationExpired => ApiError::new(
+                ErrorCode::ConversationExpired,
+                "the conversation is older than the maximum conversation age; start a new conversation",
+            ),
+            CursorError::ConversationTooLarge => ApiError::new(
+                ErrorCode::ConversationTooLarge,
+                "the conversation has grown too large to continue; start a new conversation",
+            ),
+        }
+    }
+}
+
+impl From<ProviderError> for ApiError {
+    fn from(e: ProviderError) -> Self {
+        match e {
+            ProviderError::Rejected { .. } => ApiError::new(
+                ErrorCode::UpstreamRejected,
+                "the model provider rejected the request",
+            ),
+            ProviderError::Misconfigured { .. } | ProviderError::Config(_) => ApiError::new(
+                ErrorCode::ProviderMisconfigured,
+                "the model provider is misconfigured; contact the gateway operator",
+            ),
+            ProviderError::RateLimited { retry_after } => {
+                let mut err = ApiError::new(
+                    ErrorCode::UpstreamRateLimited,
+                    "the model provider is rate limiting requests; retry later",
+                );
+                err.retry_after = Some(retry_after.unwrap_or(1).clamp(1, 3600));
+                err
+            }
+            ProviderError::Upstream(_) => ApiError::new(
+                ErrorCode::UpstreamError,
+                "the model provider failed to answer",
+            ),
+            ProviderError::Timeout(_) => ApiError::new(
+                ErrorCode::UpstreamTimeout,
+                "the model provider did not answer in time",
+            ),
+        }
+    }
+}
+
+impl From<RuntimeError> for ApiError {
+    fn from(e: RuntimeError) -> Self {
+        match e {
+            RuntimeError::Provider(p) => p.into(),
+            RuntimeError::Deadline(s) => ApiError::new(
+                ErrorCode::UpstreamTimeout,
+                format!("the turn did not finish within the agent's limit of {s} s"),
+            ),
+        }
+    }
+}

@@ -1,0 +1,19 @@
+//! agentgate: a stateless, cursor-based AI agent gateway.
+//!
+//! The data path (docs/architecture.md): `api` parses a request and resolves
+//! its `Principal`; `cursor` opens the conversation state; `runtime` runs the
+//! turn against an `llm` provider; `cursor` seals the new state; `api` renders
+//! the response in the caller's API shape.
+
+pub mod agent;
+pub mod api;
+pub mod auth;
+pub mod clock;
+pub mod config;
+pub mod cursor;
+pub mod domain;
+pub mod error;
+pub mod llm;
+pub mod runtime;
+pub mod startup;
+pub mod telemetry;

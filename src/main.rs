@@ -1,0 +1,91 @@
+//! The `agentgate` command: `serve` and `keygen`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use agentgate::clock::SystemClock;
+use agentgate::config::{self, KeySource, Settings};
+use agentgate::cursor::keyring::generate_key_line;
+use agentgate::startup::Application;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "agentgate",
+    version,
+    about = "A stateless, cursor-based AI agent gateway"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve {
+        /// Config file (TOML).
+        #[arg(long, env = "AGENTGATE_CONFIG", default_value = config::DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+    },
+    /// Print a new cursor key as `kid:BASE64` for AGENTGATE_CURSOR_KEYS.
+    Keygen {
+        /// Key id (1-32 of [A-Za-z0-9_-]); defaults to today's date.
+        #[arg(long)]
+        kid: Option<String>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Keygen { kid } => {
+            let kid = kid.unwrap_or_else(|| format!("k{}", chrono::Utc::now().format("%Y%m%d")));
+            if !agentgate::cursor::keyring::valid_kid(&kid) {
+                eprintln!("error: kid must be 1 to 32 characters of [A-Za-z0-9_-]");
+                return ExitCode::from(2);
+            }
+            println!("{}", generate_key_line(&kid));
+            ExitCode::SUCCESS
+        }
+        Command::Serve { config } => match serve(config).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+async fn serve(path: PathBuf) -> Result<(), Box<dyn std::error::Error>> {
+    let settings = Settings::load(&path)?;
+    agentgate::telemetry::init(&settings.log);
+    let env = |name: &str| std::env::var(name).ok();
+    let (keys, source) = config::load_keyring(&settings.cursor, env)?;
+    if source == KeySource::Ephemeral {
+        tracing::warn!(
+            "NO CURSOR KEYS CONFIGURED: using an ephemeral key. Cursors issued by this process \
+             cannot be opened by any other replica or after a restart. Set AGENTGATE_CURSOR_KEYS \
+             for anything but local development."
+        );
+    }
+    tracing::info!(
+        active_kid = keys.active().kid(),
+        keys = keys.keys().len(),
+        agents = settings.agents.len(),
+        auth = ?settings.auth.mode,
+        "starting agentgate"
+    );
+    if settings.auth.mode == config::AuthMode::None {
+        tracing::warn!(
+            "authentication is OFF ([auth] mode = \"none\"): every caller is \"anonymous\""
+        );
+    }
+    let app = Application::build(settings, keys, Arc::new(SystemClock), &env)?;
+    tracing::info!(port = app.port(), "listening");
+    app.run_until_stopped().await?;
+    Ok(())
+}

@@ -1,0 +1,151 @@
+//! Building and running the application: bind (port 0 works), serve, drain.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::middleware::from_fn;
+use actix_web::{App, HttpServer, web};
+
+use crate::agent::AgentRegistry;
+use crate::api::{self, AppState, Lifecycle};
+use crate::clock::Clock;
+use crate::config::Settings;
+use crate::cursor::{CursorCodec, Keyring};
+use crate::llm::{ProviderError, ProviderRegistry};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Provider(#[from] ProviderError),
+}
+
+/// A bound, not yet running, gateway.
+pub struct Application {
+    port: u16,
+    server: Server,
+    state: web::Data<AppState>,
+}
+
+impl Application {
+    /// Bind the listener and assemble the app. `env` resolves provider
+    /// `api_key_env` variables (the process environment in production).
+    pub fn build(
+        settings: Settings,
+        keys: Keyring,
+        clock: Arc<dyn Clock>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, StartupError> {
+        let providers = ProviderRegistry::new(&settings.providers, env)?;
+        let agents = AgentRegistry::new(&settings.agents);
+        let codec = CursorCodec::new(
+            Arc::new(keys),
+            settings.cursor.ttl_seconds,
+            settings.cursor.max_conversation_age_seconds,
+        );
+        let listener =
+            TcpListener::bind(&settings.server.listen).map_err(|source| StartupError::Bind {
+                addr: settings.server.listen.clone(),
+                source,
+            })?;
+        let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+        let grace = settings.server.shutdown_grace_seconds;
+        let workers = settings.server.workers;
+        let state = web::Data::new(AppState::new(settings, codec, agents, providers, clock));
+
+        let app_state = state.clone();
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .app_data(app_state.clone())
+                .wrap(from_fn(api::request_id::middleware))
+                .configure(api::routes)
+                .default_service(web::to(api::not_found))
+        })
+        .on_connect(|conn, _ext| {
+            if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+                // Small SSE writes must not wait for delayed ACKs.
+                let _ = tcp.set_nodelay(true);
+            }
+        })
+        .disable_signals()
+        .shutdown_timeout(grace);
+        if workers > 0 {
+            server = server.workers(workers);
+        }
+        let server = server
+            .listen(listener)
+            .map_err(|source| StartupError::Bind {
+                addr: format!("port {port}"),
+                source,
+            })?
+            .run();
+        Ok(Self {
+            port,
+            server,
+            state,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A handle to stop the server (gracefully with `stop(true)`).
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    pub fn state(&self) -> web::Data<AppState> {
+        self.state.clone()
+    }
+
+    /// Serve until the server stops or SIGTERM/SIGINT arrives; then report
+    /// not-ready, stop accepting, and let in-flight requests finish within the
+    /// configured grace period.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let Self { server, state, .. } = self;
+        let handle = server.handle();
+        state.set_lifecycle(Lifecycle::Ready);
+        let mut server = std::pin::pin!(server);
+        tokio::select! {
+            result = &mut server => result,
+            signal = shutdown_signal() => {
+                tracing::info!(signal, "shutting down: draining in-flight requests");
+                state.set_lifecycle(Lifecycle::Draining);
+                let grace = Duration::from_secs(state.settings.server.shutdown_grace_seconds);
+                let _ = tokio::time::timeout(grace + Duration::from_secs(1), handle.stop(true)).await;
+                let _ = tokio::time::timeout(Duration::from_secs(1), server).await;
+                tracing::info!("stopped");
+                Ok(())
+            }
+        }
+    }
+}
+
+async fn shutdown_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = tokio::signal::ctrl_c() => "SIGINT",
+            },
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                "SIGINT"
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "SIGINT"
+    }
+}
