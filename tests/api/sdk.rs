@@ -1,0 +1,47 @@
+//! End to end with the real `cognite-sdk` Python client (installed by
+//! scripts/test.sh into a virtualenv; its interpreter is AGENTGATE_TEST_PYTHON).
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use crate::helpers::*;
+
+fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("AGENTGATE_TEST_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    assert!(
+        venv.exists(),
+        "the SDK tests need a Python with cognite-sdk: run scripts/test.sh, or set AGENTGATE_TEST_PYTHON"
+    );
+    venv
+}
+
+fn run_script(script: &str, base_url: &str) {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/sdk")
+        .join(script);
+    let python = python();
+    let out = tokio::task::block_in_place(|| {
+        Command::new(&python)
+            .arg(&script)
+            .arg(base_url)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", python.display()))
+    });
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{} failed\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        script.display()
+    );
+    assert!(stdout.contains("ALL OK"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_cognite_sdk_holds_a_conversation_and_sees_errors_as_its_exceptions() {
+    let app = spawn_app().await;
+    run_script("cognite_e2e.py", &app.address);
+}
