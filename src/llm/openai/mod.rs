@@ -185,7 +185,14 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(base + jitter)
 }
 
-fn parse(body: &[u8]) -> Result<Completion, ProviderError> {
+/// Serialise the upstream request body for `req` (once per attempt series).
+pub fn encode_request(req: &ChatRequest<'_>, stream: bool) -> Result<Vec<u8>, ProviderError> {
+    serde_json::to_vec(&wire::Request::new(req, stream))
+        .map_err(|e| ProviderError::Upstream(format!("request serialisation: {e}")))
+}
+
+/// Parse a non-streamed chat-completions response body.
+pub fn parse(body: &[u8]) -> Result<Completion, ProviderError> {
     let response: wire::Response = serde_json::from_slice(body)
         .map_err(|e| ProviderError::Upstream(format!("unparseable response: {e}")))?;
     let choice = response
@@ -230,8 +237,7 @@ fn parse(body: &[u8]) -> Result<Completion, ProviderError> {
 #[async_trait::async_trait]
 impl Provider for OpenAiProvider {
     async fn complete(&self, req: ChatRequest<'_>) -> Result<Completion, ProviderError> {
-        let body = serde_json::to_vec(&wire::Request::new(&req, false))
-            .map_err(|e| ProviderError::Upstream(format!("request serialisation: {e}")))?;
+        let body = encode_request(&req, false)?;
         let deadline = Instant::now() + self.total;
         let mut attempt = 0;
         loop {

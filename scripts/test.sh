@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh Debian machine as root or on a developer box:
+# installs what is missing (Debian packages with apt-get, Python packages into
+# .venv), checks formatting and lints, and runs every test (unit, integration
+# against real mock upstreams, the cognite-sdk end-to-end test, and the
+# criterion benches in their quick test mode). It starts no long-lived
+# services: each test spawns the gateway and its mock upstreams on free
+# loopback ports and stops them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\n==> %s\n' "$*"; }
+
+need_apt=()
+command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
+if command -v python3 >/dev/null 2>&1 && ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+  need_apt+=(python3-venv)
+fi
+command -v cc >/dev/null 2>&1 || need_apt+=(gcc)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  log "installing Debian packages: ${need_apt[*]}"
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "missing ${need_apt[*]}: install them or run as root" >&2
+    exit 1
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "cargo is required (https://rustup.rs); this project builds with stable Rust >= 1.88" >&2
+  exit 1
+fi
+
+VENV=.venv
+if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import cognite.client' >/dev/null 2>&1; then
+  log "creating $VENV with the pinned Python test clients"
+  rm -rf "$VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check -r tests/sdk/requirements.txt
+fi
+export AGENTGATE_TEST_PYTHON="$PWD/$VENV/bin/python"
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+log "cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets --locked -- -D warnings
+log "cargo test --all-targets"
+cargo test --all-targets --locked
