@@ -8,14 +8,18 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use agentgate::api::cognite::wire::ChatRequest as CogniteRequest;
-use agentgate::cursor::{token, Budget, CursorCodec, CursorContext, Keyring};
+use agentgate::cursor::{Budget, CursorCodec, CursorContext, Keyring, token};
 use agentgate::domain::{ConversationState, HistoryItem};
 use agentgate::llm::ChatRequest;
 use agentgate::llm::openai::{encode_request, parse};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
 const NOW: i64 = 1_800_000_000;
-const CTX: CursorContext<'static> = CursorContext { project: "bench-proj", agent: "bench-agent", subject: "anonymous" };
+const CTX: CursorContext<'static> = CursorContext {
+    project: "bench-proj",
+    agent: "bench-agent",
+    subject: "anonymous",
+};
 
 fn codec() -> CursorCodec {
     let keys = Keyring::parse("bench:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=").unwrap();
@@ -40,18 +44,25 @@ fn state_of(kib: usize) -> ConversationState {
 
 fn seal_and_open(c: &mut Criterion) {
     let codec = codec();
-    let budget = Budget { history_bytes: 1_048_576, keep_images_turns: 2 };
+    let budget = Budget {
+        history_bytes: 1_048_576,
+        keep_images_turns: 2,
+    };
     let mut group = c.benchmark_group("cursor_seal_open");
     for kib in [1usize, 16, 256] {
         let state = state_of(kib);
         group.throughput(Throughput::Bytes((kib * 1024) as u64));
-        group.bench_with_input(BenchmarkId::from_parameter(format!("{kib}KiB")), &state, |b, state| {
-            let mut s = state.clone();
-            b.iter(|| {
-                let sealed = codec.seal(&mut s, budget, &CTX, NOW).unwrap();
-                black_box(codec.open(&sealed.token, &CTX, NOW).unwrap())
-            })
-        });
+        group.bench_with_input(
+            BenchmarkId::from_parameter(format!("{kib}KiB")),
+            &state,
+            |b, state| {
+                let mut s = state.clone();
+                b.iter(|| {
+                    let sealed = codec.seal(&mut s, budget, &CTX, NOW).unwrap();
+                    black_box(codec.open(&sealed.token, &CTX, NOW).unwrap())
+                })
+            },
+        );
     }
     group.finish();
 }
@@ -59,7 +70,10 @@ fn seal_and_open(c: &mut Criterion) {
 fn request_path(c: &mut Criterion) {
     let codec = codec();
     let mut state = state_of(16);
-    let budget = Budget { history_bytes: 262_144, keep_images_turns: 2 };
+    let budget = Budget {
+        history_bytes: 262_144,
+        keep_images_turns: 2,
+    };
     let cursor = codec.seal(&mut state, budget, &CTX, NOW).unwrap().token;
     let body = serde_json::to_vec(&serde_json::json!({
         "agentExternalId": "bench-agent",
@@ -76,7 +90,9 @@ fn request_path(c: &mut Criterion) {
         b.iter(|| {
             let req: CogniteRequest = serde_json::from_slice(black_box(&body)).unwrap();
             let chat = req.validate().unwrap();
-            let mut s = codec.open(chat.cursor.as_deref().unwrap(), &CTX, NOW).unwrap();
+            let mut s = codec
+                .open(chat.cursor.as_deref().unwrap(), &CTX, NOW)
+                .unwrap();
             s.history.extend(chat.messages);
             let upstream = encode_request(
                 &ChatRequest {
@@ -112,7 +128,14 @@ fn parts(c: &mut Criterion) {
     let mut padded = json.clone();
     agentgate::cursor::token::pad(&mut padded);
     c.bench_function("parts_16KiB/envelope_seal", |b| {
-        b.iter(|| black_box(token::seal(codec.keyring(), NOW as u64 + 3600, &CTX, black_box(&padded))))
+        b.iter(|| {
+            black_box(token::seal(
+                codec.keyring(),
+                NOW as u64 + 3600,
+                &CTX,
+                black_box(&padded),
+            ))
+        })
     });
     let t = token::seal(codec.keyring(), NOW as u64 + 3600, &CTX, &padded);
     c.bench_function("parts_16KiB/envelope_open", |b| {
