@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 /// One part of a user message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum UserPart {
     Text {
         text: String,
@@ -22,7 +22,7 @@ pub enum UserPart {
 
 /// One part of an assistant message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum AssistantPart {
     Text { text: String },
 }
@@ -38,7 +38,7 @@ pub struct ToolCall {
 
 /// One item of conversation history.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum HistoryItem {
     User {
         parts: Vec<UserPart>,

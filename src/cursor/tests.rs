@@ -628,7 +628,7 @@ fn validly_sealed_bad_claims_are_rejected() {
     let c = codec(kat_keyring());
     let good = KAT_PLAINTEXT.replace(
         r#"{"role":"user","content":"hello"}"#,
-        r#"{"type":"user","parts":[{"type":"text","text":"hello"}]}"#,
+        r#"{"user":{"parts":[{"text":{"text":"hello"}}]}}"#,
     );
     let t = token::seal(c.keyring(), KAT_EXP, &CTX, &padded(&good));
     assert!(
@@ -639,7 +639,7 @@ fn validly_sealed_bad_claims_are_rejected() {
     let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
     let huge_hist = format!(
         "[{}]",
-        vec![r#"{"type":"user","parts":[]}"#; claims::MAX_HISTORY_ITEMS + 1].join(",")
+        vec![r#"{"user":{"parts":[]}}"#; claims::MAX_HISTORY_ITEMS + 1].join(",")
     );
     let cases = [
         KAT_PLAINTEXT.to_string(), // the KAT's history items are not our schema
@@ -650,7 +650,7 @@ fn validly_sealed_bad_claims_are_rejected() {
         good.replace(r#""oiat":1767222000"#, r#""oiat":1767222001"#),
         good.replace(r#""pending":[]"#, &format!(r#""pending":{deep}"#)),
         good.replace(
-            r#""hist":[{"type":"user","parts":[{"type":"text","text":"hello"}]}]"#,
+            r#""hist":[{"user":{"parts":[{"text":{"text":"hello"}}]}}]"#,
             &format!(r#""hist":{huge_hist}"#),
         ),
     ];
