@@ -152,7 +152,7 @@ impl CursorCodec {
         }
         let exp = u64::try_from(now).unwrap_or(0) + ttl.min(MAX_TTL);
         let token = token::seal(&self.keys, exp, ctx, &plaintext);
-        zeroize::Zeroize::zeroize(&mut plaintext);
+        token::wipe(&mut plaintext);
         Ok(Sealed { token, exp })
     }
 
