@@ -32,7 +32,7 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 
 VENV=.venv
-if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import cognite.client' >/dev/null 2>&1; then
+if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import cognite.client, quantcdn' >/dev/null 2>&1; then
   log "creating $VENV with the pinned Python test clients"
   rm -rf "$VENV"
   python3 -m venv "$VENV"

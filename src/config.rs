@@ -65,6 +65,12 @@ pub struct Settings {
     #[serde(default)]
     pub auth: AuthSettings,
     #[serde(default)]
+    pub sessions: SessionSettings,
+    #[serde(default)]
+    pub jobs: JobSettings,
+    #[serde(default)]
+    pub store: StoreSettings,
+    #[serde(default)]
     pub providers: Vec<ProviderSettings>,
     #[serde(default)]
     pub agents: Vec<AgentSettings>,
@@ -79,6 +85,8 @@ pub struct ServerSettings {
     pub shutdown_grace_seconds: u64,
     /// HTTP worker threads; 0 means one per CPU core.
     pub workers: usize,
+    /// How many replicas the operator runs; only used to warn about per-replica stores.
+    pub replicas: u32,
 }
 
 impl Default for ServerSettings {
@@ -89,6 +97,7 @@ impl Default for ServerSettings {
             max_body_bytes: 8 * 1024 * 1024,
             shutdown_grace_seconds: 30,
             workers: 0,
+            replicas: 1,
         }
     }
 }
@@ -132,6 +141,78 @@ impl Default for CursorSettings {
             max_conversation_age_seconds: 86_400,
             allow_ephemeral_key: false,
         }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionSettings {
+    /// Sliding inactivity expiry of a Quant session.
+    pub ttl_seconds: u64,
+    /// Absolute age cap; defaults to `[cursor] max_conversation_age_seconds`.
+    pub max_age_seconds: Option<u64>,
+}
+
+impl Default for SessionSettings {
+    fn default() -> Self {
+        Self {
+            ttl_seconds: 3600,
+            max_age_seconds: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JobSettings {
+    /// How long async execution records are kept.
+    pub ttl_seconds: u64,
+    /// Queued jobs beyond which `async` requests get 503.
+    pub max_queued: usize,
+    /// Jobs run at once by this replica.
+    pub workers: usize,
+}
+
+impl Default for JobSettings {
+    fn default() -> Self {
+        Self {
+            ttl_seconds: 86_400,
+            max_queued: 1000,
+            workers: 4,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    #[default]
+    Memory,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSettings {
+    pub kind: StoreKind,
+    /// Most sessions plus execution records the memory store holds.
+    pub max_entries: usize,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        Self {
+            kind: StoreKind::Memory,
+            max_entries: 100_000,
+        }
+    }
+}
+
+impl Settings {
+    /// The effective absolute age cap of a session.
+    pub fn session_max_age(&self) -> u64 {
+        self.sessions
+            .max_age_seconds
+            .unwrap_or(self.cursor.max_conversation_age_seconds)
     }
 }
 
@@ -293,6 +374,39 @@ impl Settings {
                 "cursor.max_conversation_age_seconds",
                 "must be at least 1",
             ));
+        }
+        if self.sessions.ttl_seconds == 0 || self.sessions.ttl_seconds > MAX_TTL {
+            return Err(invalid(
+                "sessions.ttl_seconds",
+                format!("must be 1 to {MAX_TTL}"),
+            ));
+        }
+        if self.session_max_age() < self.sessions.ttl_seconds {
+            return Err(invalid(
+                "sessions.max_age_seconds",
+                "must be at least sessions.ttl_seconds",
+            ));
+        }
+        if self.session_max_age() > self.cursor.max_conversation_age_seconds {
+            return Err(invalid(
+                "sessions.max_age_seconds",
+                "must not exceed cursor.max_conversation_age_seconds (the session's conversation would expire first)",
+            ));
+        }
+        if self.jobs.ttl_seconds == 0 || self.jobs.ttl_seconds > MAX_TTL {
+            return Err(invalid(
+                "jobs.ttl_seconds",
+                format!("must be 1 to {MAX_TTL}"),
+            ));
+        }
+        if self.jobs.max_queued == 0 || self.jobs.workers == 0 || self.jobs.workers > 256 {
+            return Err(invalid(
+                "jobs",
+                "max_queued must be at least 1 and workers 1 to 256",
+            ));
+        }
+        if self.store.max_entries < 16 {
+            return Err(invalid("store.max_entries", "must be at least 16"));
         }
         let mut names = HashSet::new();
         for (i, p) in self.providers.iter().enumerate() {

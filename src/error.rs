@@ -7,6 +7,7 @@ use actix_web::http::StatusCode;
 use crate::cursor::CursorError;
 use crate::llm::ProviderError;
 use crate::runtime::RuntimeError;
+use crate::store::StoreError;
 
 /// Stable machine codes, with their HTTP status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,8 +19,11 @@ pub enum ErrorCode {
     ConversationExpired,
     ActionsNotSupported,
     AgentNotFound,
+    SessionNotFound,
+    ExecutionNotFound,
     NotFound,
     MethodNotAllowed,
+    Conflict,
     BodyTooLarge,
     UnsupportedEncoding,
     UnsupportedMediaType,
@@ -29,13 +33,15 @@ pub enum ErrorCode {
     Internal,
     ProviderMisconfigured,
     UpstreamError,
+    NotImplemented,
     StoreUnavailable,
+    QueueFull,
     NotReady,
     UpstreamTimeout,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 21] = [
+    pub const ALL: [ErrorCode; 26] = [
         ErrorCode::InvalidRequest,
         ErrorCode::InvalidCursor,
         ErrorCode::CursorExpired,
@@ -43,8 +49,11 @@ impl ErrorCode {
         ErrorCode::ConversationExpired,
         ErrorCode::ActionsNotSupported,
         ErrorCode::AgentNotFound,
+        ErrorCode::SessionNotFound,
+        ErrorCode::ExecutionNotFound,
         ErrorCode::NotFound,
         ErrorCode::MethodNotAllowed,
+        ErrorCode::Conflict,
         ErrorCode::BodyTooLarge,
         ErrorCode::UnsupportedEncoding,
         ErrorCode::UnsupportedMediaType,
@@ -54,7 +63,9 @@ impl ErrorCode {
         ErrorCode::Internal,
         ErrorCode::ProviderMisconfigured,
         ErrorCode::UpstreamError,
+        ErrorCode::NotImplemented,
         ErrorCode::StoreUnavailable,
+        ErrorCode::QueueFull,
         ErrorCode::NotReady,
         ErrorCode::UpstreamTimeout,
     ];
@@ -77,8 +88,11 @@ impl ErrorCode {
             ErrorCode::ConversationExpired => ("conversation_expired", 400),
             ErrorCode::ActionsNotSupported => ("actions_not_supported", 400),
             ErrorCode::AgentNotFound => ("agent_not_found", 404),
+            ErrorCode::SessionNotFound => ("session_not_found", 404),
+            ErrorCode::ExecutionNotFound => ("execution_not_found", 404),
             ErrorCode::NotFound => ("not_found", 404),
             ErrorCode::MethodNotAllowed => ("method_not_allowed", 405),
+            ErrorCode::Conflict => ("conflict", 409),
             ErrorCode::BodyTooLarge => ("body_too_large", 413),
             ErrorCode::UnsupportedEncoding => ("unsupported_encoding", 415),
             ErrorCode::UnsupportedMediaType => ("unsupported_media_type", 415),
@@ -88,7 +102,9 @@ impl ErrorCode {
             ErrorCode::Internal => ("internal_error", 500),
             ErrorCode::ProviderMisconfigured => ("provider_misconfigured", 500),
             ErrorCode::UpstreamError => ("upstream_error", 502),
+            ErrorCode::NotImplemented => ("not_implemented", 501),
             ErrorCode::StoreUnavailable => ("store_unavailable", 503),
+            ErrorCode::QueueFull => ("queue_full", 503),
             ErrorCode::NotReady => ("not_ready", 503),
             ErrorCode::UpstreamTimeout => ("upstream_timeout", 504),
         }
@@ -188,6 +204,25 @@ impl From<ProviderError> for ApiError {
                 ErrorCode::UpstreamTimeout,
                 "the model provider did not answer in time",
             ),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict | StoreError::Exists => ApiError::new(
+                ErrorCode::Conflict,
+                "the session was changed by another request at the same time; retry",
+            ),
+            StoreError::Full | StoreError::Unavailable(_) => {
+                let mut err = ApiError::new(
+                    ErrorCode::StoreUnavailable,
+                    "the session store is unavailable; retry later",
+                );
+                err.retry_after = Some(1);
+                err
+            }
         }
     }
 }

@@ -7,13 +7,17 @@
 
 pub mod agent;
 pub mod api;
+pub mod app;
 pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod cursor;
 pub mod domain;
 pub mod error;
+pub mod jobs;
 pub mod llm;
 pub mod runtime;
+pub mod sessions;
 pub mod startup;
+pub mod store;
 pub mod telemetry;

@@ -11,9 +11,12 @@ use actix_web::{App, HttpServer, web};
 use crate::agent::AgentRegistry;
 use crate::api::{self, AppState, Lifecycle};
 use crate::clock::Clock;
-use crate::config::Settings;
+use crate::config::{Settings, StoreKind};
 use crate::cursor::{CursorCodec, Keyring};
+use crate::jobs::JobQueue;
 use crate::llm::{ProviderError, ProviderRegistry};
+use crate::store::Store;
+use crate::store::memory::MemoryStore;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -57,7 +60,30 @@ impl Application {
         let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
         let grace = settings.server.shutdown_grace_seconds;
         let workers = settings.server.workers;
-        let state = web::Data::new(AppState::new(settings, codec, agents, providers, clock));
+        if settings.store.kind == StoreKind::Memory && settings.server.replicas > 1 {
+            tracing::warn!(
+                replicas = settings.server.replicas,
+                "THE MEMORY STORE IS PER REPLICA: Quant sessions and async executions live only in \
+                 the replica that created them. Use a shared store when running several replicas."
+            );
+        }
+        let store: Arc<dyn Store> = match settings.store.kind {
+            StoreKind::Memory => Arc::new(MemoryStore::new(settings.store.max_entries)),
+        };
+        let (jobs, job_rx) = JobQueue::new(settings.jobs.max_queued);
+        let job_workers = settings.jobs.workers;
+        let app_state = Arc::new(AppState {
+            settings,
+            codec,
+            agents,
+            providers,
+            clock,
+            store,
+            jobs,
+            lifecycle: crate::app::starting(),
+        });
+        crate::jobs::start_workers(app_state.clone(), job_rx, job_workers);
+        let state = web::Data::from(app_state);
 
         let app_state = state.clone();
         let mut server = HttpServer::new(move || {

@@ -84,3 +84,17 @@ fn inflate(decoder: impl Read, limit: usize) -> Result<Bytes, ApiError> {
     }
     Ok(out.into())
 }
+
+/// Read and parse a JSON body (decoded, under `limit`).
+pub async fn read_json<T: serde::de::DeserializeOwned>(
+    req: &HttpRequest,
+    payload: web::Payload,
+    limit: usize,
+) -> Result<T, ApiError> {
+    let raw = read(req, payload, limit).await?;
+    serde_json::from_slice(&raw).map_err(|e| {
+        ApiError::invalid(format!(
+            "the request body is not valid JSON for this API: {e}"
+        ))
+    })
+}

@@ -185,6 +185,40 @@ impl CursorCodec {
     }
 }
 
+impl CursorCodec {
+    /// Seal arbitrary bytes (async job inputs and results) under the active key,
+    /// bound to `ctx`, expiring at `exp`.
+    pub fn seal_blob(
+        &self,
+        bytes: &[u8],
+        ctx: &CursorContext<'_>,
+        exp: u64,
+    ) -> Result<String, CursorError> {
+        let mut padded = Vec::with_capacity(bytes.len() + PAD_BUCKET);
+        padded.extend_from_slice(bytes);
+        token::pad(&mut padded);
+        if padded.len() > MAX_PLAINTEXT {
+            return Err(CursorError::ConversationTooLarge);
+        }
+        let token = token::seal(&self.keys, exp, ctx, &padded);
+        token::wipe(&mut padded);
+        Ok(token)
+    }
+
+    /// Open a blob sealed by [`seal_blob`](Self::seal_blob); returns it without padding.
+    pub fn open_blob(
+        &self,
+        token: &str,
+        ctx: &CursorContext<'_>,
+        now: i64,
+    ) -> Result<Vec<u8>, CursorError> {
+        let opened = token::open(&self.keys, token, ctx, now)?;
+        let json =
+            claims::unpad(&opened.plaintext).ok_or(CursorError::Invalid(InvalidReason::Claims))?;
+        Ok(json.to_vec())
+    }
+}
+
 fn serialize(state: &ConversationState, now: i64) -> Result<Vec<u8>, CursorError> {
     let claims = claims::ClaimsRef::new(state, now);
     let mut buf = Vec::with_capacity(4096);

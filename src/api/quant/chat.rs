@@ -1,0 +1,99 @@
+//! `POST /api/v3/organizations/{org}/ai/agents/{agentId}/chat`: sync or async.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+
+use super::error::QuantError;
+use super::wire::{Accepted, ChatRequest, ChatResponse, ChatResponseBody, UsageOut, check_user_id};
+use crate::api::{AppState, body, request_id};
+use crate::auth;
+use crate::error::{ApiError, ErrorCode};
+use crate::jobs;
+use crate::sessions::{self, ChatTurn, Scope};
+
+pub async fn chat(
+    req: HttpRequest,
+    path: web::Path<(String, String, String)>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, QuantError> {
+    let (spelling, org, agent_id) = path.into_inner();
+    handle(&req, &spelling, org, agent_id, payload, &state)
+        .await
+        .map_err(QuantError::on(&req))
+}
+
+#[tracing::instrument(name = "quant_chat", skip_all, fields(org = %org, agent = %agent_id))]
+async fn handle(
+    req: &HttpRequest,
+    spelling: &str,
+    org: String,
+    agent_id: String,
+    payload: web::Payload,
+    app: &AppState,
+) -> Result<HttpResponse, ApiError> {
+    let principal = auth::authenticate(&app.settings.auth, req, &org)?;
+    let body: ChatRequest =
+        body::read_json(req, payload, app.settings.server.max_body_bytes).await?;
+    let message = body
+        .message
+        .filter(|m| !m.trim().is_empty())
+        .ok_or_else(|| ApiError::invalid("message is required and must not be empty"))?;
+    check_user_id(body.user_id.as_deref())?;
+    let streaming = body.stream.unwrap_or(false);
+    let run_async = body.run_async.unwrap_or(false);
+    if streaming && run_async {
+        return Err(ApiError::invalid("stream and async cannot be combined"));
+    }
+    if streaming {
+        return Err(ApiError::new(
+            ErrorCode::NotImplemented,
+            "streaming (stream: true) is not available yet; send stream: false",
+        ));
+    }
+    let turn = ChatTurn {
+        scope: Scope {
+            org: principal.tenant.clone(),
+            subject: principal.subject,
+        },
+        user_id: body.user_id,
+        agent_id,
+        session_id: body.session_id,
+        message,
+        system: body.system,
+    };
+    if run_async {
+        let request_id = uuid::Uuid::new_v4().to_string();
+        let agent_id = turn.agent_id.clone();
+        let session_id = jobs::accept(app, &request_id, turn).await?;
+        let agent_name = app
+            .agents
+            .get(&agent_id)
+            .map(|a| a.name.clone())
+            .unwrap_or_default();
+        return Ok(HttpResponse::Accepted().json(Accepted {
+            request_id: &request_id,
+            agent_id: &agent_id,
+            agent_name: &agent_name,
+            session_id: &session_id,
+            status: "queued",
+            message: "Agent execution started. Poll the status endpoint for updates.",
+            poll_url: format!("/api/v3/{spelling}/{org}/ai/chat/executions/{request_id}"),
+        }));
+    }
+    let reply = sessions::chat(app, turn).await?;
+    tracing::debug!(request_id = %request_id::of(req), "quant turn complete");
+    Ok(HttpResponse::Ok().json(ChatResponse {
+        session_id: &reply.session_id,
+        response: ChatResponseBody {
+            text: &reply.reply,
+            stop_reason: reply.stop_reason.as_str(),
+            usage: UsageOut {
+                input_tokens: reply.usage.input_tokens,
+                output_tokens: reply.usage.output_tokens,
+                total_tokens: None,
+            },
+            tool_results: Vec::new(),
+        },
+        tool_results: Vec::new(),
+    }))
+}

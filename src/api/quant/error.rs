@@ -1,0 +1,62 @@
+//! Quant error bodies: `{"error":"<machine code>","message":"...","requestId":"..."}`.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::RETRY_AFTER;
+use actix_web::{HttpRequest, HttpResponse, ResponseError};
+use serde::Serialize;
+
+use crate::api::request_id;
+use crate::error::ApiError;
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Body<'a> {
+    error: &'static str,
+    message: &'a str,
+    request_id: &'a str,
+}
+
+pub fn render(err: &ApiError, request_id: &str) -> HttpResponse {
+    let mut res = HttpResponse::build(err.code.status());
+    if let Some(secs) = err.retry_after {
+        res.insert_header((RETRY_AFTER, secs.to_string()));
+    }
+    res.json(Body {
+        error: err.code.as_str(),
+        message: &err.message,
+        request_id,
+    })
+}
+
+/// An [`ApiError`] on the Quant surface.
+#[derive(Debug)]
+pub struct QuantError {
+    pub error: ApiError,
+    pub request_id: String,
+}
+
+impl QuantError {
+    /// Attach the request's id to an error.
+    pub fn on(req: &HttpRequest) -> impl FnOnce(ApiError) -> QuantError + '_ {
+        move |error| QuantError {
+            error,
+            request_id: request_id::of(req),
+        }
+    }
+}
+
+impl std::fmt::Display for QuantError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+impl ResponseError for QuantError {
+    fn status_code(&self) -> StatusCode {
+        self.error.code.status()
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        render(&self.error, &self.request_id)
+    }
+}

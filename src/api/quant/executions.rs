@@ -1,0 +1,73 @@
+//! `GET /api/v3/organizations/{org}/ai/chat/executions/{requestId}`.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+
+use super::error::QuantError;
+use super::wire::{
+    AssistantResponse, Execution, ExecutionError, ExecutionResult, UsageOut, timestamp,
+};
+use crate::api::AppState;
+use crate::auth;
+use crate::error::{ApiError, ErrorCode};
+use crate::jobs;
+
+pub async fn get(
+    req: HttpRequest,
+    path: web::Path<(String, String, String)>,
+    app: web::Data<AppState>,
+) -> Result<HttpResponse, QuantError> {
+    let (_, org, id) = path.into_inner();
+    render(&req, &org, &id, &app)
+        .await
+        .map_err(QuantError::on(&req))
+}
+
+async fn render(
+    req: &HttpRequest,
+    org: &str,
+    id: &str,
+    app: &AppState,
+) -> Result<HttpResponse, ApiError> {
+    let principal = auth::authenticate(&app.settings.auth, req, org)?;
+    let not_found = || ApiError::new(ErrorCode::ExecutionNotFound, "execution not found");
+    let rec = app
+        .store
+        .get_execution(id, app.clock.now())
+        .await?
+        .filter(|r| r.org == principal.tenant && r.subject == principal.subject)
+        .ok_or_else(not_found)?;
+    let result = match &rec.result {
+        Some(sealed) => Some(jobs::open_result(app, &rec, sealed)?),
+        None => None,
+    };
+    let body = Execution {
+        request_id: &rec.id,
+        status: rec.status.as_str(),
+        agent_id: &rec.agent_id,
+        session_id: &rec.session_id,
+        created_at: timestamp(rec.created_at),
+        updated_at: timestamp(rec.updated_at),
+        result: result.as_ref().map(|r| ExecutionResult {
+            response: AssistantResponse {
+                role: "assistant",
+                content: &r.text,
+            },
+            usage: UsageOut {
+                input_tokens: r.input_tokens,
+                output_tokens: r.output_tokens,
+                total_tokens: match (r.input_tokens, r.output_tokens) {
+                    (None, None) => None,
+                    (i, o) => Some(i.unwrap_or(0) + o.unwrap_or(0)),
+                },
+            },
+            tool_executions: Vec::new(),
+            session_id: &rec.session_id,
+            stop_reason: &r.stop_reason,
+        }),
+        error: rec
+            .error
+            .as_ref()
+            .map(|(message, kind)| ExecutionError { message, kind }),
+    };
+    Ok(HttpResponse::Ok().json(body))
+}

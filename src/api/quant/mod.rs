@@ -1,0 +1,69 @@
+//! The Quant-style AI API: agent chat with server-side sessions, the sessions
+//! API and async executions, under `/api/v3/organizations/{org}/ai` (also the
+//! `organisations` spelling).
+
+pub mod chat;
+pub mod error;
+pub mod executions;
+pub mod sessions;
+pub mod wire;
+
+use actix_web::{HttpRequest, HttpResponse, web};
+
+use crate::api::request_id;
+use crate::error::{ApiError, ErrorCode};
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/api/v3/{spelling:organi[sz]ations}/{org}/ai")
+            .service(
+                web::resource("/agents/{agent_id}/chat")
+                    .route(web::post().to(chat::chat))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource("/chat/executions/{request_id}")
+                    .route(web::get().to(executions::get))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource("/sessions")
+                    .route(web::post().to(sessions::create))
+                    .route(web::get().to(sessions::list))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource("/sessions/{session_id}/extend")
+                    .route(web::put().to(sessions::extend))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource("/sessions/{session_id}")
+                    .route(web::get().to(sessions::get))
+                    .route(web::put().to(sessions::update))
+                    .route(web::delete().to(sessions::delete))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .default_service(web::to(not_found)),
+    );
+}
+
+async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
+    error::render(
+        &ApiError::new(
+            ErrorCode::MethodNotAllowed,
+            format!("{} is not allowed here", req.method()),
+        ),
+        &request_id::of(&req),
+    )
+}
+
+async fn not_found(req: HttpRequest) -> HttpResponse {
+    error::render(
+        &ApiError::new(
+            ErrorCode::NotFound,
+            format!("no route for {} {}", req.method(), req.path()),
+        ),
+        &request_id::of(&req),
+    )
+}

@@ -1,0 +1,244 @@
+//! Quant wire types (shared/reference/sdk-wire-notes.md §B). Unknown request
+//! fields are ignored; `None` response fields are omitted rather than null.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiError;
+
+/// RFC 3339 UTC timestamp of unix seconds.
+pub fn timestamp(secs: i64) -> String {
+    chrono::DateTime::from_timestamp(secs, 0)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// Check a `userId`: NUL would make narrowed subjects ambiguous.
+pub fn check_user_id(user_id: Option<&str>) -> Result<(), ApiError> {
+    match user_id {
+        Some(u) if u.is_empty() || u.len() > 256 || u.contains('\0') => Err(ApiError::invalid(
+            "userId must be 1 to 256 bytes without NUL",
+        )),
+        _ => Ok(()),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChatRequest {
+    #[serde(default)]
+    pub message: Option<String>,
+    #[serde(default)]
+    pub session_id: Option<String>,
+    #[serde(default)]
+    pub user_id: Option<String>,
+    #[serde(default)]
+    pub system: Option<String>,
+    #[serde(default)]
+    pub stream: Option<bool>,
+    #[serde(default, rename = "async")]
+    pub run_async: Option<bool>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChatResponse<'a> {
+    pub session_id: &'a str,
+    pub response: ChatResponseBody<'a>,
+    pub tool_results: Vec<serde_json::Value>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChatResponseBody<'a> {
+    pub text: &'a str,
+    pub stop_reason: &'a str,
+    pub usage: UsageOut,
+    pub tool_results: Vec<serde_json::Value>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageOut {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input_tokens: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output_tokens: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total_tokens: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Accepted<'a> {
+    pub request_id: &'a str,
+    pub agent_id: &'a str,
+    pub agent_name: &'a str,
+    pub session_id: &'a str,
+    pub status: &'static str,
+    pub message: &'static str,
+    pub poll_url: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InitialMessage {
+    pub role: String,
+    pub content: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateSession {
+    #[serde(default)]
+    pub user_id: Option<String>,
+    #[serde(default)]
+    pub session_group: Option<String>,
+    #[serde(default)]
+    pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    #[serde(default)]
+    pub expiration_minutes: Option<i64>,
+    #[serde(default)]
+    pub initial_messages: Option<Vec<InitialMessage>>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Created {
+    pub session_id: String,
+    pub status: String,
+    pub expires_at: String,
+    pub created_at: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    #[serde(default, rename = "userId")]
+    pub user_id: Option<String>,
+    #[serde(default, rename = "sessionGroup")]
+    pub session_group: Option<String>,
+    #[serde(default)]
+    pub limit: Option<String>,
+    #[serde(default)]
+    pub offset: Option<String>,
+    #[serde(default)]
+    pub model: Option<String>,
+}
+
+/// A session in a listing; the SDK expects snake_case timestamps here.
+#[derive(Debug, Serialize)]
+pub struct Listed {
+    pub id: String,
+    pub title: String,
+    pub model: String,
+    pub created_at: String,
+    pub updated_at: String,
+    #[serde(rename = "userId", skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    #[serde(rename = "expiresAt")]
+    pub expires_at: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TranscriptMessage<'a> {
+    pub role: &'static str,
+    pub content: &'a str,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Detail<'a> {
+    pub id: &'a str,
+    pub title: &'a str,
+    pub model: &'a str,
+    pub messages: Vec<TranscriptMessage<'a>>,
+    pub created_at: String,
+    pub updated_at: String,
+    #[serde(rename = "expiresAt")]
+    pub expires_at: String,
+    #[serde(rename = "agentId")]
+    pub agent_id: &'a str,
+    pub status: &'a str,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NewMessage {
+    pub role: String,
+    pub content: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UpdateSession {
+    #[serde(default)]
+    pub new_messages: Option<Vec<NewMessage>>,
+    #[serde(default)]
+    pub tokens_used: Option<i64>,
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default)]
+    pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Updated {
+    pub session_id: String,
+    pub status: String,
+    pub total_messages: u64,
+    pub total_tokens: u64,
+    pub updated_at: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExtendSession {
+    #[serde(default)]
+    pub additional_minutes: Option<i64>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Extended {
+    pub session_id: String,
+    pub expires_at: String,
+    pub message: String,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Execution<'a> {
+    pub request_id: &'a str,
+    pub status: &'static str,
+    pub agent_id: &'a str,
+    pub session_id: &'a str,
+    pub created_at: String,
+    pub updated_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<ExecutionResult<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<ExecutionError<'a>>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecutionResult<'a> {
+    pub response: AssistantResponse<'a>,
+    pub usage: UsageOut,
+    pub tool_executions: Vec<serde_json::Value>,
+    pub session_id: &'a str,
+    pub stop_reason: &'a str,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AssistantResponse<'a> {
+    pub role: &'static str,
+    pub content: &'a str,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ExecutionError<'a> {
+    #[serde(rename = "ErrorMessage")]
+    pub message: &'a str,
+    #[serde(rename = "ErrorType")]
+    pub kind: &'a str,
+}

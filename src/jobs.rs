@@ -1,0 +1,271 @@
+//! Async executions: `async: true` chat turns run by a bounded pool of workers.
+//!
+//! Accepting a job writes a `pending` execution record and queues the job; a
+//! worker marks it `running`, runs the turn through [`sessions::chat`] and
+//! records `complete` (with the sealed result) or `failed` (with a readable
+//! message). A panic in a turn is caught and recorded as `failed`, so no
+//! record is left `running`. Job inputs and results are sealed with the cursor
+//! keys, bound to the organisation, the execution and the caller.
+
+use std::sync::Arc;
+
+use futures_util::FutureExt;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Mutex, mpsc};
+use tracing::Instrument;
+
+use crate::app::AppState;
+use crate::cursor::CursorContext;
+use crate::error::{ApiError, ErrorCode};
+use crate::sessions::{self, ChatTurn, Scope};
+use crate::store::{ExecutionRecord, ExecutionStatus};
+
+/// A queued turn. Its input (message and system prompt) is sealed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Job {
+    pub request_id: String,
+    pub org: String,
+    pub subject: String,
+    pub user_id: Option<String>,
+    pub agent_id: String,
+    pub session_id: String,
+    pub sealed_input: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct JobInput {
+    message: String,
+    system: Option<String>,
+}
+
+/// The result of a complete execution, as polling shows it.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobResult {
+    pub text: String,
+    pub stop_reason: String,
+    pub input_tokens: Option<u64>,
+    pub output_tokens: Option<u64>,
+}
+
+/// The AAD agent slot of an execution's sealed blobs.
+fn purpose(request_id: &str) -> String {
+    format!("execution/{request_id}")
+}
+
+/// Sender side of the job queue.
+#[derive(Debug, Clone)]
+pub struct JobQueue {
+    tx: mpsc::Sender<Job>,
+}
+
+/// Receiver side, handed to the workers once the app state exists.
+pub struct JobReceiver(mpsc::Receiver<Job>);
+
+impl JobQueue {
+    pub fn new(capacity: usize) -> (Self, JobReceiver) {
+        let (tx, rx) = mpsc::channel(capacity);
+        (Self { tx }, JobReceiver(rx))
+    }
+}
+
+/// Start `workers` tasks draining the queue.
+pub fn start_workers(app: Arc<AppState>, rx: JobReceiver, workers: usize) {
+    let rx = Arc::new(Mutex::new(rx.0));
+    for _ in 0..workers {
+        let app = app.clone();
+        let rx = rx.clone();
+        tokio::spawn(async move {
+            loop {
+                let job = rx.lock().await.recv().await;
+                let Some(job) = job else { break };
+                run(&app, job).await;
+            }
+        });
+    }
+}
+
+/// Validate an async chat, create its session if needed, record it `pending`
+/// and queue it. Returns the session id.
+pub async fn accept(app: &AppState, request_id: &str, turn: ChatTurn) -> Result<String, ApiError> {
+    let now = app.clock.now();
+    if app.agents.get(&turn.agent_id).is_none() {
+        return Err(ApiError::agent_not_found(&turn.agent_id));
+    }
+    let (session_id, created) = match &turn.session_id {
+        Some(id) => (sessions::get_for_chat(app, &turn, id).await?.id, false),
+        None => {
+            let rec = sessions::new_record(app, &turn.scope, turn.user_id.clone(), now);
+            let id = rec.id.clone();
+            sessions::save(app, rec, true).await?;
+            (id, true)
+        }
+    };
+    let expires = now + app.settings.jobs.ttl_seconds as i64;
+    let subject = sessions::narrowed_subject(&turn.scope.subject, turn.user_id.as_deref());
+    let purpose = purpose(request_id);
+    let ctx = CursorContext {
+        project: &turn.scope.org,
+        agent: &purpose,
+        subject: &subject,
+    };
+    let input = serde_json::to_vec(&JobInput {
+        message: turn.message,
+        system: turn.system,
+    })
+    .map_err(|e| ApiError::new(ErrorCode::Internal, format!("job input: {e}")))?;
+    let sealed_input = app.codec.seal_blob(&input, &ctx, expires as u64)?;
+    let record = ExecutionRecord {
+        id: request_id.to_owned(),
+        org: turn.scope.org.clone(),
+        subject: turn.scope.subject.clone(),
+        agent_id: turn.agent_id.clone(),
+        session_id: session_id.clone(),
+        status: ExecutionStatus::Pending,
+        created_at: now,
+        updated_at: now,
+        expires_at: expires,
+        result: None,
+        error: None,
+    };
+    app.store.put_execution(record, now).await?;
+    let job = Job {
+        request_id: request_id.to_owned(),
+        org: turn.scope.org,
+        subject: turn.scope.subject,
+        user_id: turn.user_id,
+        agent_id: turn.agent_id,
+        session_id: session_id.clone(),
+        sealed_input,
+    };
+    if app.jobs.tx.try_send(job).is_err() {
+        let _ = app.store.delete_execution(request_id).await;
+        if created {
+            let _ = app.store.delete_session(&session_id).await;
+        }
+        let mut err = ApiError::new(
+            ErrorCode::QueueFull,
+            "too many queued async requests; retry later",
+        );
+        err.retry_after = Some(5);
+        return Err(err);
+    }
+    Ok(session_id)
+}
+
+async fn set_status(
+    app: &AppState,
+    job: &Job,
+    status: ExecutionStatus,
+    result: Option<String>,
+    error: Option<(String, String)>,
+) {
+    let now = app.clock.now();
+    let Ok(Some(mut rec)) = app.store.get_execution(&job.request_id, now).await else {
+        tracing::warn!(request_id = %job.request_id, "execution record vanished");
+        return;
+    };
+    rec.status = status;
+    rec.updated_at = now;
+    rec.result = result;
+    rec.error = error;
+    if let Err(e) = app.store.put_execution(rec, now).await {
+        tracing::error!(request_id = %job.request_id, error = %e, "could not record execution status");
+    }
+}
+
+async fn run(app: &AppState, job: Job) {
+    let span = tracing::info_span!("job", request_id = %job.request_id);
+    run_in_span(app, job).instrument(span).await
+}
+
+async fn run_in_span(app: &AppState, job: Job) {
+    set_status(app, &job, ExecutionStatus::Running, None, None).await;
+    let outcome = std::panic::AssertUnwindSafe(execute(app, &job))
+        .catch_unwind()
+        .await;
+    match outcome {
+        Ok(Ok(result)) => {
+            set_status(app, &job, ExecutionStatus::Complete, Some(result), None).await
+        }
+        Ok(Err(e)) => {
+            tracing::info!(error = %e, "async execution failed");
+            set_status(
+                app,
+                &job,
+                ExecutionStatus::Failed,
+                None,
+                Some((e.message, e.code.as_str().to_owned())),
+            )
+            .await
+        }
+        Err(_) => {
+            tracing::error!("async execution panicked");
+            let err = (
+                "internal error while running the turn".to_owned(),
+                ErrorCode::Internal.as_str().to_owned(),
+            );
+            set_status(app, &job, ExecutionStatus::Failed, None, Some(err)).await
+        }
+    }
+}
+
+async fn execute(app: &AppState, job: &Job) -> Result<String, ApiError> {
+    let now = app.clock.now();
+    let subject = sessions::narrowed_subject(&job.subject, job.user_id.as_deref());
+    let purpose = purpose(&job.request_id);
+    let ctx = CursorContext {
+        project: &job.org,
+        agent: &purpose,
+        subject: &subject,
+    };
+    let input: JobInput =
+        serde_json::from_slice(&app.codec.open_blob(&job.sealed_input, &ctx, now)?)
+            .map_err(|e| ApiError::new(ErrorCode::Internal, format!("job input: {e}")))?;
+    let reply = sessions::chat(
+        app,
+        ChatTurn {
+            scope: Scope {
+                org: job.org.clone(),
+                subject: job.subject.clone(),
+            },
+            user_id: job.user_id.clone(),
+            agent_id: job.agent_id.clone(),
+            session_id: Some(job.session_id.clone()),
+            message: input.message,
+            system: input.system,
+        },
+    )
+    .await?;
+    let result = serde_json::to_vec(&JobResult {
+        text: reply.reply,
+        stop_reason: reply.stop_reason.as_str().to_owned(),
+        input_tokens: reply.usage.input_tokens,
+        output_tokens: reply.usage.output_tokens,
+    })
+    .map_err(|e| ApiError::new(ErrorCode::Internal, format!("job result: {e}")))?;
+    let rec_ctx = CursorContext {
+        project: &job.org,
+        agent: &purpose,
+        subject: &job.subject,
+    };
+    let expires = (app.clock.now() + app.settings.jobs.ttl_seconds as i64) as u64;
+    Ok(app.codec.seal_blob(&result, &rec_ctx, expires)?)
+}
+
+/// Open a complete execution's sealed result.
+pub fn open_result(
+    app: &AppState,
+    rec: &ExecutionRecord,
+    sealed: &str,
+) -> Result<JobResult, ApiError> {
+    let purpose = purpose(&rec.id);
+    let ctx = CursorContext {
+        project: &rec.org,
+        agent: &purpose,
+        subject: &rec.subject,
+    };
+    let bytes = app.codec.open_blob(sealed, &ctx, app.clock.now())?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::new(ErrorCode::Internal, format!("job result: {e}")))
+}

@@ -1,0 +1,262 @@
+//! Quant sessions: a conversation whose latest sealed state lives in the store
+//! instead of travelling to the client. The same engine as cursors: the state
+//! is opened, a turn runs, the new state is sealed (so it is encrypted at rest)
+//! and written back with compare-and-set.
+
+use crate::app::AppState;
+use crate::cursor::{Budget, CursorContext, MAX_TTL};
+use crate::domain::{AssistantPart, ConversationState, HistoryItem, UserPart};
+use crate::domain::{StopReason, Usage};
+use crate::error::{ApiError, ErrorCode};
+use crate::runtime::{TurnInput, TurnOutcome, run_to_end, run_turn};
+use crate::store::SessionRecord;
+
+const TITLE_CHARS: usize = 80;
+
+/// The AAD subject of a session: the principal's subject, narrowed by `userId`.
+pub fn narrowed_subject(subject: &str, user_id: Option<&str>) -> String {
+    match user_id {
+        Some(u) => format!("{subject}\u{0}user:{u}"),
+        None => subject.to_owned(),
+    }
+}
+
+fn not_found() -> ApiError {
+    ApiError::new(ErrorCode::SessionNotFound, "session not found")
+}
+
+/// Who is asking for a session.
+#[derive(Debug, Clone)]
+pub struct Scope {
+    pub org: String,
+    pub subject: String,
+}
+
+/// One chat turn on the Quant surface.
+#[derive(Debug, Clone)]
+pub struct ChatTurn {
+    pub scope: Scope,
+    pub user_id: Option<String>,
+    pub agent_id: String,
+    pub session_id: Option<String>,
+    pub message: String,
+    pub system: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct ChatReply {
+    pub session_id: String,
+    pub reply: String,
+    pub stop_reason: StopReason,
+    pub usage: Usage,
+}
+
+/// A fresh, unsaved session record.
+pub fn new_record(
+    app: &AppState,
+    scope: &Scope,
+    user_id: Option<String>,
+    now: i64,
+) -> SessionRecord {
+    SessionRecord {
+        id: uuid::Uuid::new_v4().to_string(),
+        org: scope.org.clone(),
+        agent_id: String::new(),
+        subject: scope.subject.clone(),
+        user_id,
+        session_group: None,
+        metadata: None,
+        title: String::new(),
+        model: String::new(),
+        status: "active".into(),
+        created_at: now,
+        updated_at: now,
+        expires_at: now + app.settings.sessions.ttl_seconds as i64,
+        message_count: 0,
+        total_tokens: 0,
+        sealed: None,
+        version: 0,
+    }
+}
+
+/// A live session owned by `scope` (any user of that principal), else 404.
+pub async fn get_owned(app: &AppState, scope: &Scope, id: &str) -> Result<SessionRecord, ApiError> {
+    let rec = app
+        .store
+        .get_session(id, app.clock.now())
+        .await?
+        .ok_or_else(not_found)?;
+    if rec.org != scope.org || rec.subject != scope.subject {
+        return Err(not_found());
+    }
+    Ok(rec)
+}
+
+/// A live session this chat may continue (same org, principal, user and agent), else 404.
+pub async fn get_for_chat(
+    app: &AppState,
+    turn: &ChatTurn,
+    id: &str,
+) -> Result<SessionRecord, ApiError> {
+    let rec = get_owned(app, &turn.scope, id).await?;
+    if rec.user_id != turn.user_id || !(rec.agent_id.is_empty() || rec.agent_id == turn.agent_id) {
+        return Err(not_found());
+    }
+    Ok(rec)
+}
+
+fn context<'a>(rec: &'a SessionRecord, subject: &'a str) -> CursorContext<'a> {
+    CursorContext {
+        project: &rec.org,
+        agent: &rec.agent_id,
+        subject,
+    }
+}
+
+/// The conversation stored in `rec` (empty if nothing was said yet).
+pub fn open(app: &AppState, rec: &SessionRecord, cfg: &str) -> Result<ConversationState, ApiError> {
+    let now = app.clock.now();
+    match &rec.sealed {
+        None => Ok(ConversationState::new(rec.created_at.min(now), cfg)),
+        Some(token) => {
+            let subject = narrowed_subject(&rec.subject, rec.user_id.as_deref());
+            app.codec
+                .open(token, &context(rec, &subject), now)
+                .map_err(|e| {
+                    tracing::warn!(session = %rec.id, reason = %e, "stored session state refused");
+                    ApiError::from(e)
+                })
+        }
+    }
+}
+
+/// Seal `state` into `rec`, expiring with the session (capped at the cursor maximum).
+pub fn seal(
+    app: &AppState,
+    rec: &mut SessionRecord,
+    state: &mut ConversationState,
+    budget: Budget,
+) -> Result<(), ApiError> {
+    let now = app.clock.now();
+    let ttl = (rec.expires_at - now).clamp(1, MAX_TTL as i64) as u64;
+    let subject = narrowed_subject(&rec.subject, rec.user_id.as_deref());
+    let sealed = app
+        .codec
+        .seal_until(state, budget, &context(rec, &subject), now, ttl)?;
+    rec.message_count = state
+        .history
+        .iter()
+        .filter(|i| matches!(i, HistoryItem::User { .. } | HistoryItem::Assistant { .. }))
+        .count() as u64;
+    rec.sealed = Some(sealed.token);
+    rec.updated_at = now;
+    Ok(())
+}
+
+/// Write `rec` back: insert when `new`, else compare-and-set on its version.
+pub async fn save(app: &AppState, rec: SessionRecord, new: bool) -> Result<(), ApiError> {
+    let now = app.clock.now();
+    if new {
+        app.store.create_session(rec, now).await?;
+    } else {
+        let version = rec.version;
+        app.store.replace_session(rec, version, now).await?;
+    }
+    Ok(())
+}
+
+/// Slide the session's expiry on activity, never past its absolute age cap
+/// and never shortening an explicitly longer expiry.
+fn slide(app: &AppState, rec: &mut SessionRecord, now: i64) {
+    let cap = rec.created_at + app.settings.session_max_age() as i64;
+    let slid = (now + app.settings.sessions.ttl_seconds as i64).min(cap);
+    rec.expires_at = rec.expires_at.max(slid);
+}
+
+pub fn title_of(text: &str) -> String {
+    text.chars().take(TITLE_CHARS).collect()
+}
+
+/// Run one chat turn on a (new or existing) session and store the result.
+pub async fn chat(app: &AppState, turn: ChatTurn) -> Result<ChatReply, ApiError> {
+    let agent = app
+        .agents
+        .get(&turn.agent_id)
+        .ok_or_else(|| ApiError::agent_not_found(&turn.agent_id))?;
+    let provider = app.providers.get(&agent.provider).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::ProviderMisconfigured,
+            "the agent's provider is not configured",
+        )
+    })?;
+    let now = app.clock.now();
+    let (mut rec, new) = match &turn.session_id {
+        Some(id) => (get_for_chat(app, &turn, id).await?, false),
+        None => (
+            new_record(app, &turn.scope, turn.user_id.clone(), now),
+            true,
+        ),
+    };
+    let conversation = open(app, &rec, &agent.cfg_hash)?;
+    let input = TurnInput {
+        messages: vec![HistoryItem::user_text(turn.message.clone())],
+        system_extra: turn.system.clone(),
+    };
+    let TurnOutcome {
+        mut state,
+        stop_reason,
+        usage,
+        reply,
+    } = run_to_end(run_turn(agent.clone(), provider, conversation, input))
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "turn failed");
+            ApiError::from(e)
+        })?;
+    let now = app.clock.now();
+    rec.agent_id.clone_from(&agent.id);
+    rec.model.clone_from(&agent.model);
+    if rec.title.is_empty() {
+        rec.title = title_of(&turn.message);
+    }
+    rec.total_tokens += usage.input_tokens.unwrap_or(0) + usage.output_tokens.unwrap_or(0);
+    slide(app, &mut rec, now);
+    seal(app, &mut rec, &mut state, agent.budget)?;
+    let session_id = rec.id.clone();
+    save(app, rec, new).await?;
+    Ok(ChatReply {
+        session_id,
+        reply,
+        stop_reason,
+        usage,
+    })
+}
+
+/// `{role, content}` view of a history, as the sessions API shows it.
+pub fn transcript(history: &[HistoryItem]) -> Vec<(&'static str, String)> {
+    history
+        .iter()
+        .filter_map(|item| match item {
+            HistoryItem::User { parts } => Some((
+                "user",
+                parts
+                    .iter()
+                    .map(|p| match p {
+                        UserPart::Text { text } => text.as_str(),
+                        UserPart::Image { .. } => "[image]",
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            )),
+            HistoryItem::Assistant { parts, .. } => Some((
+                "assistant",
+                parts
+                    .iter()
+                    .map(|AssistantPart::Text { text }| text.as_str())
+                    .collect::<String>(),
+            )),
+            HistoryItem::ToolResult { content, .. } => Some(("tool", content.clone())),
+            HistoryItem::Reasoning { .. } => None,
+        })
+        .collect()
+}

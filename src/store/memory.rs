@@ -1,0 +1,254 @@
+//! The embedded store: bounded maps with TTLs, for a single replica.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use super::{ExecutionRecord, SessionFilter, SessionRecord, Store, StoreError};
+
+#[derive(Debug)]
+pub struct MemoryStore {
+    max_entries: usize,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    sessions: HashMap<String, SessionRecord>,
+    executions: HashMap<String, ExecutionRecord>,
+}
+
+impl Inner {
+    fn purge(&mut self, now: i64) {
+        self.sessions.retain(|_, s| s.expires_at > now);
+        self.executions.retain(|_, e| e.expires_at > now);
+    }
+
+    fn len(&self) -> usize {
+        self.sessions.len() + self.executions.len()
+    }
+}
+
+impl MemoryStore {
+    pub fn new(max_entries: usize) -> Self {
+        Self {
+            max_entries,
+            inner: Mutex::new(Inner::default()),
+        }
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Inner>, StoreError> {
+        self.inner
+            .lock()
+            .map_err(|_| StoreError::Unavailable("memory store lock poisoned".into()))
+    }
+
+    /// Make room for one more entry, purging expired ones when full.
+    fn room(&self, inner: &mut Inner, now: i64) -> Result<(), StoreError> {
+        if inner.len() >= self.max_entries {
+            inner.purge(now);
+        }
+        if inner.len() >= self.max_entries {
+            return Err(StoreError::Full);
+        }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for MemoryStore {
+    async fn create_session(&self, rec: SessionRecord, now: i64) -> Result<(), StoreError> {
+        let mut inner = self.lock()?;
+        if inner
+            .sessions
+            .get(&rec.id)
+            .is_some_and(|s| s.expires_at > now)
+        {
+            return Err(StoreError::Exists);
+        }
+        self.room(&mut inner, now)?;
+        inner.sessions.insert(rec.id.clone(), rec);
+        Ok(())
+    }
+
+    async fn get_session(&self, id: &str, now: i64) -> Result<Option<SessionRecord>, StoreError> {
+        Ok(self
+            .lock()?
+            .sessions
+            .get(id)
+            .filter(|s| s.expires_at > now)
+            .cloned())
+    }
+
+    async fn replace_session(
+        &self,
+        mut rec: SessionRecord,
+        expected: u64,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let mut inner = self.lock()?;
+        match inner.sessions.get(&rec.id) {
+            Some(current) if current.version == expected && current.expires_at > now => {
+                rec.version = expected + 1;
+                inner.sessions.insert(rec.id.clone(), rec);
+                Ok(())
+            }
+            _ => Err(StoreError::Conflict),
+        }
+    }
+
+    async fn delete_session(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(self.lock()?.sessions.remove(id).is_some())
+    }
+
+    async fn list_sessions(
+        &self,
+        f: &SessionFilter,
+        now: i64,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        let inner = self.lock()?;
+        let mut found: Vec<&SessionRecord> = inner
+            .sessions
+            .values()
+            .filter(|s| {
+                s.expires_at > now
+                    && s.org == f.org
+                    && s.subject == f.subject
+                    && f.user_id
+                        .as_ref()
+                        .is_none_or(|u| s.user_id.as_ref() == Some(u))
+                    && f.session_group
+                        .as_ref()
+                        .is_none_or(|g| s.session_group.as_ref() == Some(g))
+                    && f.model.as_ref().is_none_or(|m| &s.model == m)
+            })
+            .collect();
+        found.sort_by(|a, b| {
+            b.created_at
+                .cmp(&a.created_at)
+                .then_with(|| b.id.cmp(&a.id))
+        });
+        Ok(found
+            .into_iter()
+            .skip(f.offset)
+            .take(f.limit)
+            .cloned()
+            .collect())
+    }
+
+    async fn put_execution(&self, rec: ExecutionRecord, now: i64) -> Result<(), StoreError> {
+        let mut inner = self.lock()?;
+        if !inner.executions.contains_key(&rec.id) {
+            self.room(&mut inner, now)?;
+        }
+        inner.executions.insert(rec.id.clone(), rec);
+        Ok(())
+    }
+
+    async fn get_execution(
+        &self,
+        id: &str,
+        now: i64,
+    ) -> Result<Option<ExecutionRecord>, StoreError> {
+        Ok(self
+            .lock()?
+            .executions
+            .get(id)
+            .filter(|e| e.expires_at > now)
+            .cloned())
+    }
+
+    async fn delete_execution(&self, id: &str) -> Result<(), StoreError> {
+        self.lock()?.executions.remove(id);
+        Ok(())
+    }
+
+    async fn health(&self) -> (&'static str, bool) {
+        ("memory", true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(id: &str, created: i64, expires: i64) -> SessionRecord {
+        SessionRecord {
+            id: id.into(),
+            org: "o".into(),
+            agent_id: String::new(),
+            subject: "s".into(),
+            user_id: None,
+            session_group: None,
+            metadata: None,
+            title: String::new(),
+            model: String::new(),
+            status: "active".into(),
+            created_at: created,
+            updated_at: created,
+            expires_at: expires,
+            message_count: 0,
+            total_tokens: 0,
+            sealed: None,
+            version: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn compare_and_set_refuses_a_stale_version() {
+        let store = MemoryStore::new(10);
+        store.create_session(session("a", 0, 100), 0).await.unwrap();
+        let rec = store.get_session("a", 1).await.unwrap().unwrap();
+        store.replace_session(rec.clone(), 0, 1).await.unwrap();
+        assert_eq!(
+            store.replace_session(rec, 0, 1).await,
+            Err(StoreError::Conflict)
+        );
+        assert_eq!(store.get_session("a", 1).await.unwrap().unwrap().version, 1);
+    }
+
+    #[tokio::test]
+    async fn expired_records_are_invisible_and_purged_when_full() {
+        let store = MemoryStore::new(2);
+        store.create_session(session("a", 0, 10), 0).await.unwrap();
+        store.create_session(session("b", 0, 100), 0).await.unwrap();
+        assert_eq!(
+            store.create_session(session("c", 0, 100), 5).await,
+            Err(StoreError::Full)
+        );
+        assert!(store.get_session("a", 10).await.unwrap().is_none());
+        store
+            .create_session(session("c", 0, 100), 11)
+            .await
+            .unwrap();
+        assert!(store.get_session("c", 11).await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn listing_is_scoped_and_paged_newest_first() {
+        let store = MemoryStore::new(100);
+        for i in 0..5 {
+            store
+                .create_session(session(&format!("s{i}"), i, 100), 0)
+                .await
+                .unwrap();
+        }
+        let mut other = session("x", 9, 100);
+        other.subject = "someone-else".into();
+        store.create_session(other, 0).await.unwrap();
+        let f = SessionFilter {
+            org: "o".into(),
+            subject: "s".into(),
+            limit: 2,
+            offset: 1,
+            ..Default::default()
+        };
+        let ids: Vec<String> = store
+            .list_sessions(&f, 0)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|s| s.id)
+            .collect();
+        assert_eq!(ids, ["s3", "s2"]);
+    }
+}

@@ -1,0 +1,130 @@
+//! Shared state that outlives a request: Quant sessions (the latest sealed
+//! conversation state plus plaintext metadata) and async execution records.
+//! Backends implement [`Store`]; `memory` is embedded and bounded. Conversation
+//! state and job payloads are always sealed (cv1) before they reach a store.
+
+pub mod memory;
+
+use serde::{Deserialize, Serialize};
+
+/// Errors of the store layer.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum StoreError {
+    #[error("the record changed since it was read")]
+    Conflict,
+    #[error("a record with this id already exists")]
+    Exists,
+    #[error("the store is full")]
+    Full,
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// A Quant session: metadata in plaintext, the conversation sealed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    pub id: String,
+    pub org: String,
+    /// The agent the session is bound to; empty until its first chat.
+    pub agent_id: String,
+    /// The authenticated principal's subject (not narrowed by `user_id`).
+    pub subject: String,
+    pub user_id: Option<String>,
+    pub session_group: Option<String>,
+    pub metadata: Option<serde_json::Value>,
+    pub title: String,
+    pub model: String,
+    pub status: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub expires_at: i64,
+    pub message_count: u64,
+    pub total_tokens: u64,
+    /// The cv1 token of the conversation state; `None` before anything was said.
+    pub sealed: Option<String>,
+    /// Incremented on every write; writes compare and set on it.
+    pub version: u64,
+}
+
+/// Filters for listing sessions; `org` and `subject` always apply.
+#[derive(Debug, Clone, Default)]
+pub struct SessionFilter {
+    pub org: String,
+    pub subject: String,
+    pub user_id: Option<String>,
+    pub session_group: Option<String>,
+    pub model: Option<String>,
+    pub limit: usize,
+    pub offset: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExecutionStatus {
+    Pending,
+    Running,
+    Complete,
+    Failed,
+}
+
+impl ExecutionStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExecutionStatus::Pending => "pending",
+            ExecutionStatus::Running => "running",
+            ExecutionStatus::Complete => "complete",
+            ExecutionStatus::Failed => "failed",
+        }
+    }
+}
+
+/// An async execution.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecutionRecord {
+    pub id: String,
+    pub org: String,
+    pub subject: String,
+    pub agent_id: String,
+    pub session_id: String,
+    pub status: ExecutionStatus,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub expires_at: i64,
+    /// The sealed result (cv1 envelope) once complete.
+    pub result: Option<String>,
+    /// `(message, machine code)` once failed.
+    pub error: Option<(String, String)>,
+}
+
+/// Sessions with compare-and-set and TTLs; execution records with TTLs.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// Insert a new session; `Exists` if the id is taken.
+    async fn create_session(&self, rec: SessionRecord, now: i64) -> Result<(), StoreError>;
+    /// A live (unexpired) session by id.
+    async fn get_session(&self, id: &str, now: i64) -> Result<Option<SessionRecord>, StoreError>;
+    /// Replace a session if its stored version is still `expected`; the stored
+    /// version becomes `expected + 1`.
+    async fn replace_session(
+        &self,
+        rec: SessionRecord,
+        expected: u64,
+        now: i64,
+    ) -> Result<(), StoreError>;
+    async fn delete_session(&self, id: &str) -> Result<bool, StoreError>;
+    /// Live sessions matching `filter`, newest first.
+    async fn list_sessions(
+        &self,
+        filter: &SessionFilter,
+        now: i64,
+    ) -> Result<Vec<SessionRecord>, StoreError>;
+    async fn put_execution(&self, rec: ExecutionRecord, now: i64) -> Result<(), StoreError>;
+    async fn get_execution(
+        &self,
+        id: &str,
+        now: i64,
+    ) -> Result<Option<ExecutionRecord>, StoreError>;
+    async fn delete_execution(&self, id: &str) -> Result<(), StoreError>;
+    /// Backend name and whether it answers.
+    async fn health(&self) -> (&'static str, bool);
+}
