@@ -36,6 +36,7 @@ pub struct TestApp {
     pub clock: ManualClock,
     pub client: reqwest::Client,
     pub handle: actix_web::dev::ServerHandle,
+    pub state: actix_web::web::Data<agentgate::app::AppState>,
 }
 
 /// Options for [`spawn_app_with`].
@@ -132,12 +133,14 @@ max_tokens = 256
         Application::build(settings, keys, Arc::new(clock.clone()), &env).expect("app builds");
     let port = app.port();
     let handle = app.handle();
+    let state = app.state();
     tokio::spawn(app.run_until_stopped());
     TestApp {
         address: format!("http://127.0.0.1:{port}"),
         clock,
         client: reqwest::Client::new(),
         handle,
+        state,
     }
 }
 
@@ -229,4 +232,38 @@ pub async fn received_bodies(server: &MockServer) -> Vec<Value> {
         .iter()
         .map(|r| serde_json::from_slice(&r.body).expect("upstream got JSON"))
         .collect()
+}
+
+impl TestApp {
+    pub fn quant(&self, path: &str) -> String {
+        format!("{}/api/v3/organizations/{path}", self.address)
+    }
+
+    /// POST a JSON body to a Quant path; returns (status, body).
+    pub async fn quant_post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let res = self
+            .client
+            .post(self.quant(path))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn quant_send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
+        let mut req = self.client.request(method, self.quant(path));
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
 }

@@ -6,4 +6,7 @@ mod cursor;
 mod errors;
 mod helpers;
 mod operations;
+mod quant;
+mod quant_async;
+mod quant_sessions;
 mod sdk;

@@ -1,5 +1,6 @@
 //! End to end with the real `cognite-sdk` Python client (installed by
-//! scripts/test.sh into a virtualenv; its interpreter is AGENTGATE_TEST_PYTHON).
+//! scripts/test.sh into a virtualenv; its interpreter is AGENTGATE_TEST_PYTHON)
+//! and the real `quantcdn-client`.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -44,4 +45,10 @@ fn run_script(script: &str, base_url: &str) {
 async fn the_real_cognite_sdk_holds_a_conversation_and_sees_errors_as_its_exceptions() {
     let app = spawn_app().await;
     run_script("cognite_e2e.py", &app.address);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_quantcdn_client_chats_in_a_session_and_reads_it_back() {
+    let app = spawn_app().await;
+    run_script("quant_e2e.py", &app.address);
 }
