@@ -11,15 +11,14 @@ pub async fn healthz() -> HttpResponse {
 }
 
 /// 503 only before start-up completes and while draining; never because an
-/// optional dependency is down.
+/// optional dependency is down. The store's health is reported in the body only.
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    match state.lifecycle() {
-        Lifecycle::Ready => HttpResponse::Ok().json(json!({"status": "ready"})),
-        Lifecycle::Starting => {
-            HttpResponse::ServiceUnavailable().json(json!({"status": "starting"}))
-        }
-        Lifecycle::Draining => {
-            HttpResponse::ServiceUnavailable().json(json!({"status": "draining"}))
-        }
-    }
+    let (kind, up) = state.store.health().await;
+    let store = json!({"kind": kind, "up": up});
+    let (mut res, status) = match state.lifecycle() {
+        Lifecycle::Ready => (HttpResponse::Ok(), "ready"),
+        Lifecycle::Starting => (HttpResponse::ServiceUnavailable(), "starting"),
+        Lifecycle::Draining => (HttpResponse::ServiceUnavailable(), "draining"),
+    };
+    res.json(json!({"status": status, "store": store}))
 }

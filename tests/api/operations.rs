@@ -21,7 +21,10 @@ async fn health_and_readiness() {
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
-    assert_eq!(res.json::<Value>().await.unwrap()["status"], "ready");
+    assert_eq!(
+        res.json::<Value>().await.unwrap(),
+        serde_json::json!({"status": "ready", "store": {"kind": "memory", "up": true}})
+    );
 }
 
 #[tokio::test]
