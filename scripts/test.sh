@@ -2,10 +2,11 @@
 # The whole test suite, on a fresh Debian machine as root or on a developer box:
 # installs what is missing (Debian packages with apt-get, Python packages into
 # .venv), checks formatting and lints, and runs every test (unit, integration
-# against real mock upstreams, the cognite-sdk end-to-end test, and the
-# criterion benches in their quick test mode). It starts no long-lived
-# services: each test spawns the gateway and its mock upstreams on free
-# loopback ports and stops them.
+# against real mock upstreams and real redis-server processes, the cognite-sdk
+# and quantcdn-client end-to-end tests, and the criterion benches in their
+# quick test mode). It leaves no services running: each test spawns the
+# gateway, its mock upstreams and its redis-server on free loopback ports and
+# stops them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +18,8 @@ if command -v python3 >/dev/null 2>&1 && ! python3 -c 'import venv, ensurepip' >
   need_apt+=(python3-venv)
 fi
 command -v cc >/dev/null 2>&1 || need_apt+=(gcc)
+# The Redis tests start their own redis-server processes on free loopback ports.
+command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "installing Debian packages: ${need_apt[*]}"
   if [ "$(id -u)" -ne 0 ]; then

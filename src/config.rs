@@ -188,14 +188,31 @@ impl Default for JobSettings {
 pub enum StoreKind {
     #[default]
     Memory,
+    Redis,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreSettings {
     pub kind: StoreKind,
     /// Most sessions plus execution records the memory store holds.
     pub max_entries: usize,
+    /// Redis URL (`redis://` or `rediss://`, credentials in the URL); never logged.
+    #[serde(skip_serializing)]
+    pub url: Option<String>,
+    /// Prefix of every Redis key.
+    pub prefix: String,
+}
+
+impl std::fmt::Debug for StoreSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreSettings")
+            .field("kind", &self.kind)
+            .field("max_entries", &self.max_entries)
+            .field("url", &self.url.as_ref().map(|_| "[redacted]"))
+            .field("prefix", &self.prefix)
+            .finish()
+    }
 }
 
 impl Default for StoreSettings {
@@ -203,6 +220,8 @@ impl Default for StoreSettings {
         Self {
             kind: StoreKind::Memory,
             max_entries: 100_000,
+            url: None,
+            prefix: "agentgate".into(),
         }
     }
 }
@@ -403,6 +422,25 @@ impl Settings {
             return Err(invalid(
                 "jobs",
                 "max_queued must be at least 1 and workers 1 to 256",
+            ));
+        }
+        if self.store.kind == StoreKind::Redis {
+            let url = self
+                .store
+                .url
+                .as_deref()
+                .ok_or_else(|| invalid("store.url", "required for kind = \"redis\""))?;
+            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                return Err(invalid(
+                    "store.url",
+                    "must start with redis:// or rediss://",
+                ));
+            }
+        }
+        if self.store.prefix.is_empty() || self.store.prefix.contains(char::is_whitespace) {
+            return Err(invalid(
+                "store.prefix",
+                "must be non-empty without whitespace",
             ));
         }
         if self.store.max_entries < 16 {

@@ -17,6 +17,7 @@ use crate::jobs::JobQueue;
 use crate::llm::{ProviderError, ProviderRegistry};
 use crate::store::Store;
 use crate::store::memory::MemoryStore;
+use crate::store::redis::RedisStore;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -27,6 +28,8 @@ pub enum StartupError {
     },
     #[error(transparent)]
     Provider(#[from] ProviderError),
+    #[error("store: {0}")]
+    Store(String),
 }
 
 /// A bound, not yet running, gateway.
@@ -69,6 +72,13 @@ impl Application {
         }
         let store: Arc<dyn Store> = match settings.store.kind {
             StoreKind::Memory => Arc::new(MemoryStore::new(settings.store.max_entries)),
+            StoreKind::Redis => Arc::new(
+                RedisStore::new(
+                    settings.store.url.as_deref().unwrap_or_default(),
+                    &settings.store.prefix,
+                )
+                .map_err(|e| StartupError::Store(e.to_string()))?,
+            ),
         };
         let (jobs, job_rx) = JobQueue::new(settings.jobs.max_queued);
         let job_workers = settings.jobs.workers;

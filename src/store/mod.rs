@@ -4,6 +4,7 @@
 //! state and job payloads are always sealed (cv1) before they reach a store.
 
 pub mod memory;
+pub mod redis;
 
 use serde::{Deserialize, Serialize};
 

@@ -49,6 +49,40 @@ pub struct Options {
     pub provider_toml: String,
     pub max_body_bytes: usize,
     pub default_project: Option<String>,
+    pub store: Backend,
+}
+
+/// Which store an app uses.
+#[derive(Debug, Clone, Default)]
+pub enum Backend {
+    #[default]
+    Memory,
+    /// A Redis URL; each app gets its own key prefix unless `shared_prefix` is set.
+    Redis {
+        url: String,
+        shared_prefix: Option<String>,
+    },
+}
+
+impl Backend {
+    pub fn options(&self) -> Options {
+        Options {
+            store: self.clone(),
+            ..Default::default()
+        }
+    }
+
+    fn toml(&self) -> String {
+        match self {
+            Backend::Memory => String::new(),
+            Backend::Redis { url, shared_prefix } => {
+                let prefix = shared_prefix
+                    .clone()
+                    .unwrap_or_else(|| format!("t{}", uuid::Uuid::new_v4().simple()));
+                format!("\n[store]\nkind = \"redis\"\nurl = \"{url}\"\nprefix = \"{prefix}\"\n")
+            }
+        }
+    }
 }
 
 impl Default for Options {
@@ -60,6 +94,7 @@ impl Default for Options {
             provider_toml: String::new(),
             max_body_bytes: 8 * 1024 * 1024,
             default_project: Some("home".into()),
+            store: Backend::Memory,
         }
     }
 }
@@ -124,6 +159,7 @@ max_tokens = 256
         ));
     }
     toml.push_str(&opts.extra_toml);
+    toml.push_str(&opts.store.toml());
     let settings = Settings::from_toml(&toml).expect("test config is valid");
     let keys = Keyring::parse(&opts.keys).expect("test keys are valid");
     let clock = ManualClock::new(T0);

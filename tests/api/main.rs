@@ -9,4 +9,50 @@ mod operations;
 mod quant;
 mod quant_async;
 mod quant_sessions;
+mod redis;
+mod redis_server;
 mod sdk;
+
+/// Run each listed Quant test against the memory store and against a real Redis.
+macro_rules! on_both_stores {
+    ($($module:ident :: $test:ident),* $(,)?) => {
+        mod quant_on_memory {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    crate::$module::$test(crate::helpers::Backend::Memory).await
+                }
+            )*
+        }
+        mod quant_on_redis {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    let redis = crate::redis_server::RedisServer::start().await;
+                    let backend = crate::helpers::Backend::Redis { url: redis.url(), shared_prefix: None };
+                    crate::$module::$test(backend).await
+                }
+            )*
+        }
+    };
+}
+
+on_both_stores!(
+    quant::a_session_continues_across_turns_and_answers_in_the_quant_shape,
+    quant::system_is_appended_for_that_call_only_and_usage_fields_upstream_omitted_are_omitted,
+    quant::user_ids_isolate_sessions_and_narrow_the_sealed_subject,
+    quant::a_session_bound_to_one_agent_is_not_found_for_another_and_unknown_ids_create_nothing,
+    quant::sessions_expire_after_inactivity_and_slide_on_each_turn,
+    quant::two_concurrent_turns_on_one_session_never_lose_a_message,
+    quant::quant_errors_use_the_quant_body,
+    quant_sessions::create_with_initial_messages_then_chat_binds_the_agent,
+    quant_sessions::create_validates_its_input,
+    quant_sessions::list_filters_pages_and_is_scoped_to_the_organisation,
+    quant_sessions::update_appends_messages_and_validates_status,
+    quant_sessions::extend_moves_the_expiry_up_to_the_maximum_age,
+    quant_sessions::delete_removes_the_session_and_foreign_organisations_see_nothing,
+    quant_async::an_async_turn_is_queued_runs_and_completes_into_its_session,
+    quant_async::a_failing_upstream_ends_in_failed_with_a_readable_error,
+    quant_async::polling_from_another_organisation_or_an_unknown_id_is_404,
+    quant_async::a_full_queue_answers_503_with_retry_after,
+);

@@ -39,8 +39,7 @@ async fn wait_done(app: &TestApp, poll_url: &str) -> Value {
     panic!("execution did not finish");
 }
 
-#[tokio::test]
-async fn an_async_turn_is_queued_runs_and_completes_into_its_session() {
+pub async fn an_async_turn_is_queued_runs_and_completes_into_its_session(backend: Backend) {
     let up = upstream(
         ResponseTemplate::new(200)
             .set_body_json(completion("done later"))
@@ -48,6 +47,7 @@ async fn an_async_turn_is_queued_runs_and_completes_into_its_session() {
     )
     .await;
     let app = spawn_app_with(Options {
+        store: backend.clone(),
         upstream: Some(format!("{}/v1", up.uri())),
         ..Default::default()
     })
@@ -114,10 +114,10 @@ async fn an_async_turn_is_queued_runs_and_completes_into_its_session() {
     assert_eq!(detail["messages"].as_array().unwrap().len(), 4);
 }
 
-#[tokio::test]
-async fn a_failing_upstream_ends_in_failed_with_a_readable_error() {
+pub async fn a_failing_upstream_ends_in_failed_with_a_readable_error(backend: Backend) {
     let up = upstream(ResponseTemplate::new(500).set_body_string("secret upstream detail")).await;
     let app = spawn_app_with(Options {
+        store: backend.clone(),
         upstream: Some(format!("{}/v1", up.uri())),
         ..Default::default()
     })
@@ -139,9 +139,8 @@ async fn a_failing_upstream_ends_in_failed_with_a_readable_error() {
     assert!(!done.to_string().contains("secret"));
 }
 
-#[tokio::test]
-async fn polling_from_another_organisation_or_an_unknown_id_is_404() {
-    let app = spawn_app().await;
+pub async fn polling_from_another_organisation_or_an_unknown_id_is_404(backend: Backend) {
+    let app = spawn_app_with(backend.options()).await;
     let (_, accepted) = app
         .quant_post(
             "acme/ai/agents/echo/chat",
@@ -171,8 +170,7 @@ async fn polling_from_another_organisation_or_an_unknown_id_is_404() {
     assert_eq!(status, 404);
 }
 
-#[tokio::test]
-async fn a_full_queue_answers_503_with_retry_after() {
+pub async fn a_full_queue_answers_503_with_retry_after(backend: Backend) {
     let up = upstream(
         ResponseTemplate::new(200)
             .set_body_json(completion("slow"))
@@ -180,6 +178,7 @@ async fn a_full_queue_answers_503_with_retry_after() {
     )
     .await;
     let app = spawn_app_with(Options {
+        store: backend.clone(),
         upstream: Some(format!("{}/v1", up.uri())),
         extra_toml: "[jobs]\nmax_queued = 1\nworkers = 1\n".into(),
         ..Default::default()

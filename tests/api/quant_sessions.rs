@@ -5,9 +5,8 @@ use serde_json::json;
 
 use crate::helpers::*;
 
-#[tokio::test]
-async fn create_with_initial_messages_then_chat_binds_the_agent() {
-    let app = spawn_app().await;
+pub async fn create_with_initial_messages_then_chat_binds_the_agent(backend: Backend) {
+    let app = spawn_app_with(backend.options()).await;
     let (status, created) = app
         .quant_post(
             "acme/ai/sessions",
@@ -50,9 +49,8 @@ async fn create_with_initial_messages_then_chat_binds_the_agent() {
     assert_eq!(detail["messages"].as_array().unwrap().len(), 4);
 }
 
-#[tokio::test]
-async fn create_validates_its_input() {
-    let app = spawn_app().await;
+pub async fn create_validates_its_input(backend: Backend) {
+    let app = spawn_app_with(backend.options()).await;
     for body in [
         json!({}),
         json!({"userId": "u1", "expirationMinutes": 4}),
@@ -69,9 +67,8 @@ async fn create_validates_its_input() {
     }
 }
 
-#[tokio::test]
-async fn list_filters_pages_and_is_scoped_to_the_organisation() {
-    let app = spawn_app().await;
+pub async fn list_filters_pages_and_is_scoped_to_the_organisation(backend: Backend) {
+    let app = spawn_app_with(backend.options()).await;
     let mut ids = Vec::new();
     for i in 0..5 {
         app.clock.advance(1);
@@ -130,9 +127,8 @@ async fn list_filters_pages_and_is_scoped_to_the_organisation() {
     }
 }
 
-#[tokio::test]
-async fn update_appends_messages_and_validates_status() {
-    let app = spawn_app().await;
+pub async fn update_appends_messages_and_validates_status(backend: Backend) {
+    let app = spawn_app_with(backend.options()).await;
     let (_, v) = app
         .quant_post("acme/ai/agents/echo/chat", &json!({"message": "first"}))
         .await;
@@ -163,9 +159,9 @@ async fn update_appends_messages_and_validates_status() {
     assert_eq!(status, 400);
 }
 
-#[tokio::test]
-async fn extend_moves_the_expiry_up_to_the_maximum_age() {
+pub async fn extend_moves_the_expiry_up_to_the_maximum_age(backend: Backend) {
     let app = spawn_app_with(Options {
+        store: backend.clone(),
         extra_toml: "[sessions]\nttl_seconds = 600\nmax_age_seconds = 7200\n".into(),
         ..Default::default()
     })
@@ -216,9 +212,8 @@ async fn extend_moves_the_expiry_up_to_the_maximum_age() {
     );
 }
 
-#[tokio::test]
-async fn delete_removes_the_session_and_foreign_organisations_see_nothing() {
-    let app = spawn_app().await;
+pub async fn delete_removes_the_session_and_foreign_organisations_see_nothing(backend: Backend) {
+    let app = spawn_app_with(backend.options()).await;
     let (_, v) = app
         .quant_post("acme/ai/agents/echo/chat", &json!({"message": "x"}))
         .await;

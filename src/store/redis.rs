@@ -1,0 +1,336 @@
+//! The Redis store, for several replicas sharing sessions and execution records.
+//!
+//! Layout under the configured prefix `P`:
+//! * `P:s:<id>`: a hash `{v: version, d: session JSON}`, expiring with the session;
+//!   replaced only by a Lua compare-and-set on `v`.
+//! * `P:i:<org>\0<subject>`: a sorted set of the principal's session ids by creation
+//!   time, for listing (stale members are removed lazily).
+//! * `P:e:<id>`: an execution record's JSON, expiring with the record.
+//!
+//! The connection is made lazily and re-made by the connection manager, so the
+//! gateway starts and keeps serving cursor chat while Redis is down; every
+//! operation is bounded by a timeout and fails as `Unavailable`.
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, Script};
+use tokio::sync::Mutex;
+
+use super::{ExecutionRecord, SessionFilter, SessionRecord, Store, StoreError};
+
+const OP_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a principal's session index lives after its last write.
+const INDEX_TTL_MS: i64 = 8 * 86_400 * 1000;
+
+const CREATE: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'v', 0, 'd', ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
+redis.call('PEXPIRE', KEYS[2], ARGV[5])
+return 1
+";
+
+const REPLACE: &str = r"
+local v = redis.call('HGET', KEYS[1], 'v')
+if (not v) or tonumber(v) ~= tonumber(ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], 'v', tonumber(ARGV[1]) + 1, 'd', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+";
+
+pub struct RedisStore {
+    client: redis::Client,
+    prefix: String,
+    conn: Mutex<Option<ConnectionManager>>,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may hold a password: never print it.
+        f.debug_struct("RedisStore")
+            .field("prefix", &self.prefix)
+            .finish()
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn ttl_ms(expires_at: i64, now: i64) -> i64 {
+    ((expires_at - now) * 1000).max(1)
+}
+
+impl RedisStore {
+    /// A store for `url` (`redis://` or `rediss://`, credentials in the URL); no I/O yet.
+    pub fn new(url: &str, prefix: &str) -> Result<Self, StoreError> {
+        let client = redis::Client::open(url)
+            .map_err(|_| StoreError::Unavailable("invalid Redis URL".into()))?;
+        Ok(Self {
+            client,
+            prefix: prefix.to_owned(),
+            conn: Mutex::new(None),
+        })
+    }
+
+    async fn conn(&self) -> Result<ConnectionManager, StoreError> {
+        let mut guard = self.conn.lock().await;
+        if let Some(c) = guard.as_ref() {
+            return Ok(c.clone());
+        }
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_millis(500)))
+            .set_response_timeout(Some(OP_TIMEOUT))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let c = tokio::time::timeout(
+            OP_TIMEOUT,
+            self.client.get_connection_manager_with_config(config),
+        )
+        .await
+        .map_err(|_| unavailable("connect timed out"))?
+        .map_err(unavailable)?;
+        *guard = Some(c.clone());
+        Ok(c)
+    }
+
+    /// Run one Redis operation under the timeout.
+    async fn run<T, F, Fut>(&self, op: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let conn = self.conn().await?;
+        match tokio::time::timeout(OP_TIMEOUT, op(conn)).await {
+            Err(_) => Err(unavailable("operation timed out")),
+            Ok(Err(e)) => Err(unavailable(e)),
+            Ok(Ok(v)) => Ok(v),
+        }
+    }
+
+    fn session_key(&self, id: &str) -> String {
+        format!("{}:s:{id}", self.prefix)
+    }
+
+    fn index_key(&self, org: &str, subject: &str) -> String {
+        format!("{}:i:{org}\u{0}{subject}", self.prefix)
+    }
+
+    fn execution_key(&self, id: &str) -> String {
+        format!("{}:e:{id}", self.prefix)
+    }
+
+    fn decode(v: Option<u64>, d: Option<String>) -> Result<Option<SessionRecord>, StoreError> {
+        let (Some(v), Some(d)) = (v, d) else {
+            return Ok(None);
+        };
+        let mut rec: SessionRecord = serde_json::from_str(&d)
+            .map_err(|e| unavailable(format!("corrupt session record: {e}")))?;
+        rec.version = v;
+        Ok(Some(rec))
+    }
+}
+
+fn encode<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
+    serde_json::to_string(v).map_err(|e| unavailable(format!("encoding: {e}")))
+}
+
+#[async_trait::async_trait]
+impl Store for RedisStore {
+    async fn create_session(&self, rec: SessionRecord, now: i64) -> Result<(), StoreError> {
+        let data = encode(&rec)?;
+        let (key, index) = (
+            self.session_key(&rec.id),
+            self.index_key(&rec.org, &rec.subject),
+        );
+        let created: i64 = self
+            .run(|mut c| async move {
+                Script::new(CREATE)
+                    .key(key)
+                    .key(index)
+                    .arg(data)
+                    .arg(ttl_ms(rec.expires_at, now))
+                    .arg(rec.created_at)
+                    .arg(&rec.id)
+                    .arg(INDEX_TTL_MS)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        if created == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::Exists)
+        }
+    }
+
+    async fn get_session(&self, id: &str, now: i64) -> Result<Option<SessionRecord>, StoreError> {
+        let key = self.session_key(id);
+        let (v, d): (Option<u64>, Option<String>) = self
+            .run(|mut c| async move {
+                redis::cmd("HMGET")
+                    .arg(key)
+                    .arg("v")
+                    .arg("d")
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(Self::decode(v, d)?.filter(|s| s.expires_at > now))
+    }
+
+    async fn replace_session(
+        &self,
+        rec: SessionRecord,
+        expected: u64,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let data = encode(&rec)?;
+        let key = self.session_key(&rec.id);
+        let ttl = ttl_ms(rec.expires_at, now);
+        let replaced: i64 = self
+            .run(|mut c| async move {
+                Script::new(REPLACE)
+                    .key(key)
+                    .arg(expected)
+                    .arg(data)
+                    .arg(ttl)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        if replaced == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict)
+        }
+    }
+
+    async fn delete_session(&self, id: &str) -> Result<bool, StoreError> {
+        let Some(rec) = self.get_session(id, i64::MIN).await? else {
+            return Ok(false);
+        };
+        let (key, index, member) = (
+            self.session_key(id),
+            self.index_key(&rec.org, &rec.subject),
+            id.to_owned(),
+        );
+        let removed: i64 = self
+            .run(|mut c| async move {
+                let removed: i64 = c.del(key).await?;
+                let _: i64 = c.zrem(index, member).await?;
+                Ok(removed)
+            })
+            .await?;
+        Ok(removed == 1)
+    }
+
+    async fn list_sessions(
+        &self,
+        f: &SessionFilter,
+        now: i64,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        let index = self.index_key(&f.org, &f.subject);
+        let idx = index.clone();
+        let ids: Vec<String> = self
+            .run(|mut c| async move { c.zrevrange(idx, 0, -1).await })
+            .await?;
+        let mut found = Vec::new();
+        let mut stale = Vec::new();
+        for chunk in ids.chunks(100) {
+            let keys: Vec<String> = chunk.iter().map(|id| self.session_key(id)).collect();
+            let rows: Vec<(Option<u64>, Option<String>)> = self
+                .run(|mut c| async move {
+                    let mut pipe = redis::pipe();
+                    for k in &keys {
+                        pipe.cmd("HMGET").arg(k).arg("v").arg("d");
+                    }
+                    pipe.query_async(&mut c).await
+                })
+                .await?;
+            for (id, (v, d)) in chunk.iter().zip(rows) {
+                match Self::decode(v, d)? {
+                    None => stale.push(id.clone()),
+                    Some(s) => {
+                        let keep = s.expires_at > now
+                            && s.org == f.org
+                            && s.subject == f.subject
+                            && f.user_id
+                                .as_ref()
+                                .is_none_or(|u| s.user_id.as_ref() == Some(u))
+                            && f.session_group
+                                .as_ref()
+                                .is_none_or(|g| s.session_group.as_ref() == Some(g))
+                            && f.model.as_ref().is_none_or(|m| &s.model == m);
+                        if keep {
+                            found.push(s);
+                        }
+                    }
+                }
+            }
+        }
+        if !stale.is_empty() {
+            let _ = self
+                .run(|mut c| async move {
+                    let n: i64 = c.zrem(index, stale).await?;
+                    Ok(n)
+                })
+                .await;
+        }
+        found.sort_by(|a, b| {
+            b.created_at
+                .cmp(&a.created_at)
+                .then_with(|| b.id.cmp(&a.id))
+        });
+        Ok(found.into_iter().skip(f.offset).take(f.limit).collect())
+    }
+
+    async fn put_execution(&self, rec: ExecutionRecord, now: i64) -> Result<(), StoreError> {
+        let data = encode(&rec)?;
+        let key = self.execution_key(&rec.id);
+        let ttl = ttl_ms(rec.expires_at, now) as u64;
+        self.run(|mut c| async move {
+            let _: () = c.pset_ex(key, data, ttl).await?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_execution(
+        &self,
+        id: &str,
+        now: i64,
+    ) -> Result<Option<ExecutionRecord>, StoreError> {
+        let key = self.execution_key(id);
+        let data: Option<String> = self.run(|mut c| async move { c.get(key).await }).await?;
+        match data {
+            None => Ok(None),
+            Some(d) => {
+                let rec: ExecutionRecord = serde_json::from_str(&d)
+                    .map_err(|e| unavailable(format!("corrupt execution record: {e}")))?;
+                Ok(Some(rec).filter(|r| r.expires_at > now))
+            }
+        }
+    }
+
+    async fn delete_execution(&self, id: &str) -> Result<(), StoreError> {
+        let key = self.execution_key(id);
+        self.run(|mut c| async move {
+            let _: i64 = c.del(key).await?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn health(&self) -> (&'static str, bool) {
+        let ping =
+            self.run(|mut c| async move { redis::cmd("PING").query_async::<String>(&mut c).await });
+        let up = matches!(
+            tokio::time::timeout(Duration::from_millis(500), ping).await,
+            Ok(Ok(_))
+        );
+        ("redis", up)
+    }
+}
