@@ -12,7 +12,6 @@ use crate::agent::AgentRegistry;
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::cursor::CursorCodec;
-use crate::jobs::JobQueue;
 use crate::llm::ProviderRegistry;
 use crate::store::Store;
 
@@ -34,7 +33,6 @@ pub struct AppState {
     pub providers: ProviderRegistry,
     pub clock: Arc<dyn Clock>,
     pub store: Arc<dyn Store>,
-    pub jobs: JobQueue,
     pub(crate) lifecycle: AtomicU8,
 }
 

@@ -171,6 +171,10 @@ pub struct JobSettings {
     pub max_queued: usize,
     /// Jobs run at once by this replica.
     pub workers: usize,
+    /// How long a running job's lease lasts without renewal (renewed every third of it).
+    pub lease_seconds: u64,
+    /// Deliveries of a job before it is recorded `failed`.
+    pub max_attempts: u32,
 }
 
 impl Default for JobSettings {
@@ -179,6 +183,8 @@ impl Default for JobSettings {
             ttl_seconds: 86_400,
             max_queued: 1000,
             workers: 4,
+            lease_seconds: 15,
+            max_attempts: 3,
         }
     }
 }

@@ -1,24 +1,31 @@
 //! Async executions: `async: true` chat turns run by a bounded pool of workers.
 //!
-//! Accepting a job writes a `pending` execution record and queues the job; a
-//! worker marks it `running`, runs the turn through [`sessions::chat`] and
-//! records `complete` (with the sealed result) or `failed` (with a readable
-//! message). A panic in a turn is caught and recorded as `failed`, so no
-//! record is left `running`. Job inputs and results are sealed with the cursor
+//! Accepting a job writes a `pending` execution record and queues the job in
+//! the store; a worker (on any replica sharing the store) leases it, marks it
+//! `running`, runs the turn through [`sessions::chat`] while renewing the
+//! lease, and records `complete` (with the sealed result) or `failed` (with a
+//! readable message). A panic in a turn is caught and recorded as `failed`. If
+//! the replica dies mid-job, another one reclaims the job once its lease
+//! lapses and runs it again; after `[jobs] max_attempts` deliveries it is
+//! `failed`. A re-run starts from the same stored session state (the dead
+//! attempt never wrote it), so the conversation id and turn, and with them
+//! tool idempotency keys, are stable across attempts. Job inputs and results are sealed with the cursor
 //! keys, bound to the organisation, the execution and the caller.
 
 use std::sync::Arc;
 
 use futures_util::FutureExt;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{Mutex, mpsc};
+use std::time::Duration;
+
+use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::app::AppState;
 use crate::cursor::CursorContext;
 use crate::error::{ApiError, ErrorCode};
 use crate::sessions::{self, ChatTurn, Scope};
-use crate::store::{ExecutionRecord, ExecutionStatus};
+use crate::store::{ExecutionRecord, ExecutionStatus, Lease, StoreError};
 
 /// A queued turn. Its input (message and system prompt) is sealed.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -53,36 +60,115 @@ fn purpose(request_id: &str) -> String {
     format!("execution/{request_id}")
 }
 
-/// Sender side of the job queue.
-#[derive(Debug, Clone)]
-pub struct JobQueue {
-    tx: mpsc::Sender<Job>,
+/// This replica's job workers.
+#[derive(Debug, Default, Clone)]
+pub struct Workers {
+    handles: Vec<tokio::task::AbortHandle>,
 }
 
-/// Receiver side, handed to the workers once the app state exists.
-pub struct JobReceiver(mpsc::Receiver<Job>);
-
-impl JobQueue {
-    pub fn new(capacity: usize) -> (Self, JobReceiver) {
-        let (tx, rx) = mpsc::channel(capacity);
-        (Self { tx }, JobReceiver(rx))
+impl Workers {
+    /// Stop every worker at once, abandoning (not finishing) their jobs; a
+    /// shared store hands those jobs to another replica once their leases lapse.
+    pub fn abort(&self) {
+        for h in &self.handles {
+            h.abort();
+        }
     }
 }
 
-/// Start `workers` tasks draining the queue.
-pub fn start_workers(app: Arc<AppState>, rx: JobReceiver, workers: usize) {
-    let rx = Arc::new(Mutex::new(rx.0));
-    for _ in 0..workers {
-        let app = app.clone();
-        let rx = rx.clone();
-        tokio::spawn(async move {
-            loop {
-                let job = rx.lock().await.recv().await;
-                let Some(job) = job else { break };
-                run(&app, job).await;
+/// Start `[jobs] workers` tasks taking jobs from the store's queue, each also
+/// reclaiming jobs whose lease lapsed.
+pub fn start_workers(app: Arc<AppState>) -> Workers {
+    let consumer = format!("replica-{}", uuid::Uuid::new_v4().simple());
+    let handles = (0..app.settings.jobs.workers)
+        .map(|i| {
+            let app = app.clone();
+            let consumer = consumer.clone();
+            tokio::spawn(async move { worker(app, consumer, i).await }).abort_handle()
+        })
+        .collect();
+    Workers { handles }
+}
+
+fn lease_time(app: &AppState) -> Duration {
+    Duration::from_secs(app.settings.jobs.lease_seconds)
+}
+
+async fn worker(app: Arc<AppState>, consumer: String, index: usize) {
+    let lease = lease_time(&app);
+    // Workers take turns scanning for lapsed leases.
+    let mut next_reclaim = Instant::now() + lease / 4 * (index as u32 + 1);
+    loop {
+        let taken = if Instant::now() >= next_reclaim {
+            next_reclaim = Instant::now() + lease / 2;
+            app.store.reclaim(&consumer, lease).await
+        } else {
+            app.store.next_job(&consumer, Duration::from_secs(1)).await
+        };
+        match taken {
+            Ok(Some(l)) => process(&app, &consumer, l).await,
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "job queue unavailable; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
             }
-        });
+        }
     }
+}
+
+/// Run one leased job, keeping its lease renewed, and ack it whatever the outcome.
+async fn process(app: &AppState, consumer: &str, lease: Lease) {
+    let job: Job = match serde_json::from_str(&lease.payload) {
+        Ok(job) => job,
+        Err(e) => {
+            tracing::error!(error = %e, "unreadable job dropped");
+            let _ = app.store.ack(&lease).await;
+            return;
+        }
+    };
+    let span = tracing::info_span!("job", request_id = %job.request_id, attempt = lease.deliveries);
+    async {
+        let max = app.settings.jobs.max_attempts;
+        if lease.deliveries > u64::from(max) {
+            let msg = format!("the execution was abandoned after {max} attempt(s)");
+            set_status(
+                app,
+                &job,
+                ExecutionStatus::Failed,
+                None,
+                Some((msg, ErrorCode::Internal.as_str().to_owned())),
+            )
+            .await;
+        } else if is_finished(app, &job).await {
+            tracing::info!("job already finished by an earlier attempt");
+        } else {
+            let renew_every = lease_time(app) / 3;
+            let work = run(app, job.clone());
+            tokio::pin!(work);
+            loop {
+                tokio::select! {
+                    () = &mut work => break,
+                    () = tokio::time::sleep(renew_every) => {
+                        if let Err(e) = app.store.renew(consumer, &lease).await {
+                            tracing::warn!(error = %e, "could not renew the job lease");
+                        }
+                    }
+                }
+            }
+        }
+        if let Err(e) = app.store.ack(&lease).await {
+            tracing::warn!(error = %e, "could not ack the job");
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+async fn is_finished(app: &AppState, job: &Job) -> bool {
+    matches!(
+        app.store.get_execution(&job.request_id, app.clock.now()).await,
+        Ok(Some(rec)) if matches!(rec.status, ExecutionStatus::Complete | ExecutionStatus::Failed)
+    )
 }
 
 /// Validate an async chat, create its session if needed, record it `pending`
@@ -138,17 +224,28 @@ pub async fn accept(app: &AppState, request_id: &str, turn: ChatTurn) -> Result<
         session_id: session_id.clone(),
         sealed_input,
     };
-    if app.jobs.tx.try_send(job).is_err() {
+    let payload = serde_json::to_string(&job)
+        .map_err(|e| ApiError::new(ErrorCode::Internal, format!("job: {e}")))?;
+    if let Err(e) = app
+        .store
+        .enqueue(payload, app.settings.jobs.max_queued)
+        .await
+    {
         let _ = app.store.delete_execution(request_id).await;
         if created {
             let _ = app.store.delete_session(&session_id).await;
         }
-        let mut err = ApiError::new(
-            ErrorCode::QueueFull,
-            "too many queued async requests; retry later",
-        );
-        err.retry_after = Some(5);
-        return Err(err);
+        return Err(match e {
+            StoreError::Full => {
+                let mut err = ApiError::new(
+                    ErrorCode::QueueFull,
+                    "too many queued async requests; retry later",
+                );
+                err.retry_after = Some(5);
+                err
+            }
+            other => other.into(),
+        });
     }
     Ok(session_id)
 }
@@ -165,6 +262,13 @@ async fn set_status(
         tracing::warn!(request_id = %job.request_id, "execution record vanished");
         return;
     };
+    // Never overwrite a finished execution: a reclaimed job may race the attempt it replaced.
+    if matches!(
+        rec.status,
+        ExecutionStatus::Complete | ExecutionStatus::Failed
+    ) {
+        return;
+    }
     rec.status = status;
     rec.updated_at = now;
     rec.result = result;

@@ -13,7 +13,7 @@ use crate::api::{self, AppState, Lifecycle};
 use crate::clock::Clock;
 use crate::config::{Settings, StoreKind};
 use crate::cursor::{CursorCodec, Keyring};
-use crate::jobs::JobQueue;
+use crate::jobs::Workers;
 use crate::llm::{ProviderError, ProviderRegistry};
 use crate::store::Store;
 use crate::store::memory::MemoryStore;
@@ -37,6 +37,7 @@ pub struct Application {
     port: u16,
     server: Server,
     state: web::Data<AppState>,
+    workers: Workers,
 }
 
 impl Application {
@@ -80,8 +81,6 @@ impl Application {
                 .map_err(|e| StartupError::Store(e.to_string()))?,
             ),
         };
-        let (jobs, job_rx) = JobQueue::new(settings.jobs.max_queued);
-        let job_workers = settings.jobs.workers;
         let app_state = Arc::new(AppState {
             settings,
             codec,
@@ -89,10 +88,9 @@ impl Application {
             providers,
             clock,
             store,
-            jobs,
             lifecycle: crate::app::starting(),
         });
-        crate::jobs::start_workers(app_state.clone(), job_rx, job_workers);
+        let job_workers = crate::jobs::start_workers(app_state.clone());
         let state = web::Data::from(app_state);
 
         let app_state = state.clone();
@@ -125,6 +123,7 @@ impl Application {
             port,
             server,
             state,
+            workers: job_workers,
         })
     }
 
@@ -137,6 +136,11 @@ impl Application {
         self.server.handle()
     }
 
+    /// The async job workers (tests abort them to simulate a dying replica).
+    pub fn workers(&self) -> &Workers {
+        &self.workers
+    }
+
     pub fn state(&self) -> web::Data<AppState> {
         self.state.clone()
     }
@@ -145,7 +149,12 @@ impl Application {
     /// not-ready, stop accepting, and let in-flight requests finish within the
     /// configured grace period.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let Self { server, state, .. } = self;
+        let Self {
+            server,
+            state,
+            workers,
+            ..
+        } = self;
         let handle = server.handle();
         state.set_lifecycle(Lifecycle::Ready);
         let mut server = std::pin::pin!(server);
@@ -157,6 +166,8 @@ impl Application {
                 let grace = Duration::from_secs(state.settings.server.shutdown_grace_seconds);
                 let _ = tokio::time::timeout(grace + Duration::from_secs(1), handle.stop(true)).await;
                 let _ = tokio::time::timeout(Duration::from_secs(1), server).await;
+                // Unfinished jobs stay leased in a shared store and are reclaimed elsewhere.
+                workers.abort();
                 tracing::info!("stopped");
                 Ok(())
             }

@@ -3,18 +3,22 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use super::{ExecutionRecord, SessionFilter, SessionRecord, Store, StoreError};
+use super::{ExecutionRecord, Lease, SessionFilter, SessionRecord, Store, StoreError};
 
 #[derive(Debug)]
 pub struct MemoryStore {
     max_entries: usize,
     inner: Mutex<Inner>,
+    job_ready: tokio::sync::Notify,
 }
 
 #[derive(Debug, Default)]
 struct Inner {
     sessions: HashMap<String, SessionRecord>,
     executions: HashMap<String, ExecutionRecord>,
+    /// Waiting jobs; a taken job leaves the queue (nothing survives this process anyway).
+    jobs: std::collections::VecDeque<(String, String)>,
+    next_job_id: u64,
 }
 
 impl Inner {
@@ -33,6 +37,7 @@ impl MemoryStore {
         Self {
             max_entries,
             inner: Mutex::new(Inner::default()),
+            job_ready: tokio::sync::Notify::new(),
         }
     }
 
@@ -160,6 +165,58 @@ impl Store for MemoryStore {
     async fn delete_execution(&self, id: &str) -> Result<(), StoreError> {
         self.lock()?.executions.remove(id);
         Ok(())
+    }
+
+    async fn enqueue(&self, payload: String, max_queued: usize) -> Result<(), StoreError> {
+        {
+            let mut inner = self.lock()?;
+            if inner.jobs.len() >= max_queued {
+                return Err(StoreError::Full);
+            }
+            inner.next_job_id += 1;
+            let id = inner.next_job_id.to_string();
+            inner.jobs.push_back((id, payload));
+        }
+        self.job_ready.notify_one();
+        Ok(())
+    }
+
+    async fn next_job(
+        &self,
+        _consumer: &str,
+        wait: std::time::Duration,
+    ) -> Result<Option<Lease>, StoreError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let notified = self.job_ready.notified();
+            if let Some((id, payload)) = self.lock()?.jobs.pop_front() {
+                return Ok(Some(Lease {
+                    id,
+                    payload,
+                    deliveries: 1,
+                }));
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Ok(None);
+            }
+        }
+    }
+
+    async fn renew(&self, _consumer: &str, _lease: &Lease) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn ack(&self, _lease: &Lease) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn reclaim(
+        &self,
+        _consumer: &str,
+        _min_idle: std::time::Duration,
+    ) -> Result<Option<Lease>, StoreError> {
+        // Jobs of a dead process die with it: there is nobody to reclaim from.
+        Ok(None)
     }
 
     async fn health(&self) -> (&'static str, bool) {

@@ -97,7 +97,17 @@ pub struct ExecutionRecord {
     pub error: Option<(String, String)>,
 }
 
-/// Sessions with compare-and-set and TTLs; execution records with TTLs.
+/// A job taken from the queue. It stays leased to the taker until acked; a
+/// lease not renewed for the lease time can be reclaimed by another worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub id: String,
+    pub payload: String,
+    /// How many times this job has been handed out, this time included.
+    pub deliveries: u64,
+}
+
+/// Sessions with compare-and-set and TTLs; execution records with TTLs; a job queue.
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug {
     /// Insert a new session; `Exists` if the id is taken.
@@ -126,6 +136,24 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         now: i64,
     ) -> Result<Option<ExecutionRecord>, StoreError>;
     async fn delete_execution(&self, id: &str) -> Result<(), StoreError>;
+    /// Queue a job payload; `Full` when `max_queued` jobs are already waiting.
+    async fn enqueue(&self, payload: String, max_queued: usize) -> Result<(), StoreError>;
+    /// Take the next waiting job for `consumer`, waiting up to `wait`.
+    async fn next_job(
+        &self,
+        consumer: &str,
+        wait: std::time::Duration,
+    ) -> Result<Option<Lease>, StoreError>;
+    /// Keep `lease` held by `consumer`.
+    async fn renew(&self, consumer: &str, lease: &Lease) -> Result<(), StoreError>;
+    /// The job is done (whatever its outcome): remove it from the queue.
+    async fn ack(&self, lease: &Lease) -> Result<(), StoreError>;
+    /// Take over one job whose lease was not renewed for `min_idle`, if any.
+    async fn reclaim(
+        &self,
+        consumer: &str,
+        min_idle: std::time::Duration,
+    ) -> Result<Option<Lease>, StoreError>;
     /// Backend name and whether it answers.
     async fn health(&self) -> (&'static str, bool);
 }

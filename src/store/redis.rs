@@ -6,6 +6,10 @@
 //! * `P:i:<org>\0<subject>`: a sorted set of the principal's session ids by creation
 //!   time, for listing (stale members are removed lazily).
 //! * `P:e:<id>`: an execution record's JSON, expiring with the record.
+//! * `P:jobs`: a stream of queued async jobs read by the consumer group `workers`;
+//!   a delivered job stays pending (leased) until acked, its lease is renewed by
+//!   `XCLAIM … JUSTID`, and `XAUTOCLAIM` hands a job whose lease lapsed (its
+//!   replica died) to another replica.
 //!
 //! The connection is made lazily and re-made by the connection manager, so the
 //! gateway starts and keeps serving cursor chat while Redis is down; every
@@ -17,7 +21,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 use tokio::sync::Mutex;
 
-use super::{ExecutionRecord, SessionFilter, SessionRecord, Store, StoreError};
+use super::{ExecutionRecord, Lease, SessionFilter, SessionRecord, Store, StoreError};
 
 const OP_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a principal's session index lives after its last write.
@@ -39,6 +43,42 @@ redis.call('HSET', KEYS[1], 'v', tonumber(ARGV[1]) + 1, 'd', ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 1
 ";
+
+/// Creating the consumer group is idempotent (`BUSYGROUP` is ignored).
+const ENSURE_GROUP: &str = "redis.pcall('XGROUP', 'CREATE', KEYS[1], ARGV[1], '0', 'MKSTREAM')\n";
+
+const ENQUEUE: &str = r"
+local pending = redis.call('XPENDING', KEYS[1], ARGV[1])[1]
+if redis.call('XLEN', KEYS[1]) - pending >= tonumber(ARGV[3]) then return 0 end
+redis.call('XADD', KEYS[1], '*', 'job', ARGV[2])
+return 1
+";
+
+const FIELD: &str = r"
+local function job_field(fields)
+  for i = 1, #fields, 2 do
+    if fields[i] == 'job' then return fields[i + 1] end
+  end
+  return ''
+end
+";
+
+const NEXT: &str = r"
+local r = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', 1, 'STREAMS', KEYS[1], '>')
+if not r then return false end
+local e = r[1][2][1]
+return {e[1], job_field(e[2])}
+";
+
+const RECLAIM: &str = r"
+local r = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], '0-0', 'COUNT', 1)
+local e = r[2][1]
+if not e then return false end
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], e[1], e[1], 1)
+return {e[1], job_field(e[2]), p[1][4]}
+";
+
+const GROUP: &str = "workers";
 
 pub struct RedisStore {
     client: redis::Client,
@@ -120,6 +160,10 @@ impl RedisStore {
 
     fn execution_key(&self, id: &str) -> String {
         format!("{}:e:{id}", self.prefix)
+    }
+
+    fn jobs_key(&self) -> String {
+        format!("{}:jobs", self.prefix)
     }
 
     fn decode(v: Option<u64>, d: Option<String>) -> Result<Option<SessionRecord>, StoreError> {
@@ -322,6 +366,117 @@ impl Store for RedisStore {
             Ok(())
         })
         .await
+    }
+
+    async fn enqueue(&self, payload: String, max_queued: usize) -> Result<(), StoreError> {
+        let key = self.jobs_key();
+        let queued: i64 = self
+            .run(|mut c| async move {
+                Script::new(&format!("{ENSURE_GROUP}{ENQUEUE}"))
+                    .key(key)
+                    .arg(GROUP)
+                    .arg(payload)
+                    .arg(max_queued)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        if queued == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::Full)
+        }
+    }
+
+    async fn next_job(&self, consumer: &str, wait: Duration) -> Result<Option<Lease>, StoreError> {
+        // Polled without BLOCK: a blocked command would stall the shared multiplexed connection.
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let (key, consumer) = (self.jobs_key(), consumer.to_owned());
+            let next: Option<(String, String)> = self
+                .run(|mut c| async move {
+                    Script::new(&format!("{ENSURE_GROUP}{FIELD}{NEXT}"))
+                        .key(key)
+                        .arg(GROUP)
+                        .arg(consumer)
+                        .invoke_async(&mut c)
+                        .await
+                })
+                .await?;
+            if let Some((id, payload)) = next {
+                return Ok(Some(Lease {
+                    id,
+                    payload,
+                    deliveries: 1,
+                }));
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            tokio::time::sleep((deadline - now).min(Duration::from_millis(200))).await;
+        }
+    }
+
+    async fn renew(&self, consumer: &str, lease: &Lease) -> Result<(), StoreError> {
+        let (key, consumer, id) = (self.jobs_key(), consumer.to_owned(), lease.id.clone());
+        self.run(|mut c| async move {
+            let _: redis::Value = redis::cmd("XCLAIM")
+                .arg(key)
+                .arg(GROUP)
+                .arg(consumer)
+                .arg(0)
+                .arg(id)
+                .arg("JUSTID")
+                .query_async(&mut c)
+                .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn ack(&self, lease: &Lease) -> Result<(), StoreError> {
+        let (key, id) = (self.jobs_key(), lease.id.clone());
+        self.run(|mut c| async move {
+            let _: i64 = redis::cmd("XACK")
+                .arg(&key)
+                .arg(GROUP)
+                .arg(&id)
+                .query_async(&mut c)
+                .await?;
+            let _: i64 = redis::cmd("XDEL")
+                .arg(&key)
+                .arg(&id)
+                .query_async(&mut c)
+                .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn reclaim(
+        &self,
+        consumer: &str,
+        min_idle: Duration,
+    ) -> Result<Option<Lease>, StoreError> {
+        let (key, consumer) = (self.jobs_key(), consumer.to_owned());
+        let idle_ms = min_idle.as_millis() as u64;
+        let claimed: Option<(String, String, u64)> = self
+            .run(|mut c| async move {
+                Script::new(&format!("{ENSURE_GROUP}{FIELD}{RECLAIM}"))
+                    .key(key)
+                    .arg(GROUP)
+                    .arg(consumer)
+                    .arg(idle_ms)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(claimed.map(|(id, payload, deliveries)| Lease {
+            id,
+            payload,
+            deliveries,
+        }))
     }
 
     async fn health(&self) -> (&'static str, bool) {

@@ -37,6 +37,7 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub handle: actix_web::dev::ServerHandle,
     pub state: actix_web::web::Data<agentgate::app::AppState>,
+    pub workers: agentgate::jobs::Workers,
 }
 
 /// Options for [`spawn_app_with`].
@@ -170,6 +171,7 @@ max_tokens = 256
     let port = app.port();
     let handle = app.handle();
     let state = app.state();
+    let workers = app.workers().clone();
     tokio::spawn(app.run_until_stopped());
     TestApp {
         address: format!("http://127.0.0.1:{port}"),
@@ -177,6 +179,7 @@ max_tokens = 256
         client: reqwest::Client::new(),
         handle,
         state,
+        workers,
     }
 }
 
@@ -271,6 +274,12 @@ pub async fn received_bodies(server: &MockServer) -> Vec<Value> {
 }
 
 impl TestApp {
+    /// Simulate the replica dying: its job workers stop mid-job and its listener closes.
+    pub async fn kill(&self) {
+        self.workers.abort();
+        self.handle.stop(false).await;
+    }
+
     pub fn quant(&self, path: &str) -> String {
         format!("{}/api/v3/organizations/{path}", self.address)
     }

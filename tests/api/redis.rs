@@ -143,3 +143,130 @@ async fn a_redis_outage_fails_only_the_store_endpoints_and_recovers_without_a_re
         .unwrap();
     assert_eq!(ready["store"]["up"], true);
 }
+
+/// Post an async turn to `a` and wait until a worker is running it.
+async fn start_job_on(a: &TestApp) -> String {
+    let (status, accepted) = a
+        .quant_post(
+            "acme/ai/agents/gpt/chat",
+            &json!({"message": "long job", "async": true}),
+        )
+        .await;
+    assert_eq!(status, 202, "{accepted}");
+    let poll = accepted["pollUrl"].as_str().unwrap().to_owned();
+    for _ in 0..100 {
+        let v: Value = a
+            .client
+            .get(format!("{}{poll}", a.address))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if v["status"] == "running" {
+            return poll;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the job never started");
+}
+
+/// A mock upstream whose first call hangs (the dying replica's) and later calls answer.
+async fn hanging_then_quick() -> wiremock::MockServer {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(completion("from the dead replica"))
+                .set_delay(Duration::from_secs(30)),
+        )
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(completion("from the survivor")))
+        .with_priority(2)
+        .mount(&server)
+        .await;
+    server
+}
+
+async fn poll_until_finished(app: &TestApp, poll: &str) -> Value {
+    for _ in 0..150 {
+        let v: Value = app
+            .client
+            .get(format!("{}{poll}", app.address))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if v["status"] == "complete" || v["status"] == "failed" {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the job never finished");
+}
+
+#[tokio::test]
+async fn a_job_whose_replica_dies_mid_turn_completes_once_on_another_replica() {
+    let redis = RedisServer::start().await;
+    let upstream = hanging_then_quick().await;
+    let opts = || Options {
+        upstream: Some(format!("{}/v1", upstream.uri())),
+        extra_toml: "[jobs]\nlease_seconds = 1\n".into(),
+        ..shared(&redis, "crash")
+    };
+    let a = spawn_app_with(opts()).await;
+    let poll = start_job_on(&a).await;
+    let b = spawn_app_with(opts()).await;
+    a.kill().await;
+
+    let done = poll_until_finished(&b, &poll).await;
+    assert_eq!(done["status"], "complete", "{done}");
+    assert_eq!(done["result"]["response"]["content"], "from the survivor");
+    // Run to completion once: the session holds exactly one turn.
+    let sid = done["sessionId"].as_str().unwrap();
+    let (_, detail) = b
+        .quant_send(Method::GET, &format!("acme/ai/sessions/{sid}"), None)
+        .await;
+    assert_eq!(
+        detail["messages"],
+        json!([{"role": "user", "content": "long job"}, {"role": "assistant", "content": "from the survivor"}])
+    );
+    assert_eq!(
+        upstream.received_requests().await.unwrap().len(),
+        2,
+        "one call per attempt"
+    );
+}
+
+#[tokio::test]
+async fn a_job_past_max_attempts_is_failed_not_retried_forever() {
+    let redis = RedisServer::start().await;
+    let upstream = hanging_then_quick().await;
+    let opts = || Options {
+        upstream: Some(format!("{}/v1", upstream.uri())),
+        extra_toml: "[jobs]\nlease_seconds = 1\nmax_attempts = 1\n".into(),
+        ..shared(&redis, "attempts")
+    };
+    let a = spawn_app_with(opts()).await;
+    let poll = start_job_on(&a).await;
+    let b = spawn_app_with(opts()).await;
+    a.kill().await;
+    let done = poll_until_finished(&b, &poll).await;
+    assert_eq!(done["status"], "failed", "{done}");
+    assert_eq!(
+        done["error"]["ErrorMessage"],
+        "the execution was abandoned after 1 attempt(s)"
+    );
+    assert_eq!(upstream.received_requests().await.unwrap().len(), 1);
+}
