@@ -101,6 +101,7 @@ fn request_path(c: &mut Criterion) {
                     messages: &s.history,
                     temperature: Some(0.2),
                     max_tokens: None,
+                    tools: &[],
                 },
                 false,
             )

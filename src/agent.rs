@@ -20,6 +20,8 @@ pub struct AgentSpec {
     pub system_prompt: String,
     pub temperature: Option<f64>,
     pub max_tokens: Option<u32>,
+    /// Names of the server tools the agent may use.
+    pub tools: Vec<String>,
     pub max_steps: u32,
     pub max_turn: Duration,
     pub budget: Budget,
@@ -40,6 +42,7 @@ impl AgentSpec {
             system_prompt: s.system_prompt.clone(),
             temperature: s.temperature,
             max_tokens: s.max_tokens,
+            tools: s.tools.clone(),
             max_steps: s.max_steps,
             max_turn: Duration::from_secs(s.max_turn_seconds),
             budget: Budget {

@@ -12,8 +12,11 @@ use crate::agent::AgentRegistry;
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::cursor::CursorCodec;
+use crate::error::{ApiError, ErrorCode};
 use crate::llm::ProviderRegistry;
+use crate::runtime::TurnContext;
 use crate::store::Store;
+use crate::tools::ToolRegistry;
 
 /// Lifecycle as `/readyz` reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,10 +36,30 @@ pub struct AppState {
     pub providers: ProviderRegistry,
     pub clock: Arc<dyn Clock>,
     pub store: Arc<dyn Store>,
+    pub tools: Arc<ToolRegistry>,
     pub(crate) lifecycle: AtomicU8,
 }
 
 impl AppState {
+    /// What a turn of agent `id` runs with: 404 `agent_not_found` for an unknown agent.
+    pub fn turn_context(&self, id: &str) -> Result<TurnContext, ApiError> {
+        let agent = self
+            .agents
+            .get(id)
+            .ok_or_else(|| ApiError::agent_not_found(id))?;
+        let provider = self.providers.get(&agent.provider).ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::ProviderMisconfigured,
+                "the agent's provider is not configured",
+            )
+        })?;
+        Ok(TurnContext {
+            agent,
+            provider,
+            tools: self.tools.clone(),
+        })
+    }
+
     pub fn lifecycle(&self) -> Lifecycle {
         match self.lifecycle.load(Ordering::SeqCst) {
             0 => Lifecycle::Starting,

@@ -74,6 +74,8 @@ pub struct Settings {
     pub providers: Vec<ProviderSettings>,
     #[serde(default)]
     pub agents: Vec<AgentSettings>,
+    #[serde(default)]
+    pub tools: Vec<ToolSettings>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -283,6 +285,42 @@ pub struct ProviderSettings {
     pub max_retries: u32,
 }
 
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ToolKind {
+    Builtin,
+    Http,
+}
+
+/// A server-side tool (`[[tools]]`). Built-ins (`clock`, `calculator`) exist
+/// without an entry; an entry with `kind = "builtin"` only adjusts one.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolSettings {
+    pub name: String,
+    pub kind: ToolKind,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub method: Option<String>,
+    #[serde(default)]
+    pub url: Option<String>,
+    /// JSON Schema of the arguments (an object schema).
+    #[serde(default)]
+    pub parameters: Option<serde_json::Value>,
+    /// Header values may be `env:NAME`, read at start.
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+    #[serde(default = "defaults::tool_timeout_ms")]
+    pub timeout_ms: u64,
+    #[serde(default = "defaults::max_response_bytes")]
+    pub max_response_bytes: usize,
+    #[serde(default)]
+    pub confirm: bool,
+    #[serde(default)]
+    pub expose: crate::tools::Expose,
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentSettings {
@@ -336,6 +374,12 @@ mod defaults {
     }
     pub fn keep_images_turns() -> usize {
         2
+    }
+    pub fn tool_timeout_ms() -> u64 {
+        10_000
+    }
+    pub fn max_response_bytes() -> usize {
+        65_536
     }
 }
 
@@ -486,6 +530,38 @@ impl Settings {
                 return Err(invalid(key("max_retries"), "must be at most 10"));
             }
         }
+        let mut tool_names: HashSet<&str> = ["clock", "calculator"].into_iter().collect();
+        for (i, t) in self.tools.iter().enumerate() {
+            let key = |field: &str| format!("tools[{i}].{field}");
+            let valid_name = (1..=64).contains(&t.name.len())
+                && t.name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            if !valid_name {
+                return Err(invalid(
+                    key("name"),
+                    format!("{:?} must match ^[a-zA-Z0-9_-]{{1,64}}$", t.name),
+                ));
+            }
+            if t.kind == ToolKind::Http && !tool_names.insert(t.name.as_str()) {
+                return Err(invalid(
+                    key("name"),
+                    format!("{:?} is already taken", t.name),
+                ));
+            }
+            if t.confirm {
+                return Err(invalid(
+                    key("confirm"),
+                    "tool confirmations are not supported by this version yet",
+                ));
+            }
+            if t.timeout_ms == 0 || t.timeout_ms > 600_000 {
+                return Err(invalid(key("timeout_ms"), "must be 1 to 600000"));
+            }
+            if t.max_response_bytes == 0 || t.max_response_bytes > 1_048_576 {
+                return Err(invalid(key("max_response_bytes"), "must be 1 to 1048576"));
+            }
+        }
         let mut ids = HashSet::new();
         for (i, a) in self.agents.iter().enumerate() {
             let key = |field: &str| format!("agents[{i}].{field}");
@@ -519,11 +595,13 @@ impl Settings {
             if a.max_tokens == Some(0) {
                 return Err(invalid(key("max_tokens"), "must be at least 1"));
             }
-            if !a.tools.is_empty() {
-                return Err(invalid(
-                    key("tools"),
-                    "tools are not supported by this version",
-                ));
+            for t in &a.tools {
+                if !tool_names.contains(t.as_str()) {
+                    return Err(invalid(
+                        key("tools"),
+                        format!("no tool named {t:?} (built-ins: clock, calculator)"),
+                    ));
+                }
             }
             if a.max_steps == 0 || a.max_steps > 100 {
                 return Err(invalid(key("max_steps"), "must be 1 to 100"));

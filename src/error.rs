@@ -231,10 +231,6 @@ impl From<RuntimeError> for ApiError {
     fn from(e: RuntimeError) -> Self {
         match e {
             RuntimeError::Provider(p) => p.into(),
-            RuntimeError::Deadline(s) => ApiError::new(
-                ErrorCode::UpstreamTimeout,
-                format!("the turn did not finish within the agent's limit of {s} s"),
-            ),
         }
     }
 }

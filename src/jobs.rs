@@ -53,6 +53,8 @@ pub struct JobResult {
     pub stop_reason: String,
     pub input_tokens: Option<u64>,
     pub output_tokens: Option<u64>,
+    #[serde(default)]
+    pub tool_executions: Vec<serde_json::Value>,
 }
 
 /// The AAD agent slot of an execution's sealed blobs.
@@ -346,6 +348,7 @@ async fn execute(app: &AppState, job: &Job) -> Result<String, ApiError> {
         stop_reason: reply.stop_reason.as_str().to_owned(),
         input_tokens: reply.usage.input_tokens,
         output_tokens: reply.usage.output_tokens,
+        tool_executions: crate::api::report::quant_tool_results(&reply.tool_runs),
     })
     .map_err(|e| ApiError::new(ErrorCode::Internal, format!("job result: {e}")))?;
     let rec_ctx = CursorContext {

@@ -21,3 +21,4 @@ pub mod sessions;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod tools;

@@ -10,6 +10,7 @@ use crate::domain::{StopReason, Usage};
 use crate::error::{ApiError, ErrorCode};
 use crate::runtime::{TurnInput, TurnOutcome, run_to_end, run_turn};
 use crate::store::SessionRecord;
+use crate::tools::ToolRun;
 
 const TITLE_CHARS: usize = 80;
 
@@ -49,6 +50,7 @@ pub struct ChatReply {
     pub reply: String,
     pub stop_reason: StopReason,
     pub usage: Usage,
+    pub tool_runs: Vec<ToolRun>,
 }
 
 /// A fresh, unsaved session record.
@@ -179,16 +181,8 @@ pub fn title_of(text: &str) -> String {
 
 /// Run one chat turn on a (new or existing) session and store the result.
 pub async fn chat(app: &AppState, turn: ChatTurn) -> Result<ChatReply, ApiError> {
-    let agent = app
-        .agents
-        .get(&turn.agent_id)
-        .ok_or_else(|| ApiError::agent_not_found(&turn.agent_id))?;
-    let provider = app.providers.get(&agent.provider).ok_or_else(|| {
-        ApiError::new(
-            ErrorCode::ProviderMisconfigured,
-            "the agent's provider is not configured",
-        )
-    })?;
+    let cx = app.turn_context(&turn.agent_id)?;
+    let agent = cx.agent.clone();
     let now = app.clock.now();
     let (mut rec, new) = match &turn.session_id {
         Some(id) => (get_for_chat(app, &turn, id).await?, false),
@@ -207,7 +201,8 @@ pub async fn chat(app: &AppState, turn: ChatTurn) -> Result<ChatReply, ApiError>
         stop_reason,
         usage,
         reply,
-    } = run_to_end(run_turn(agent.clone(), provider, conversation, input))
+        tool_runs,
+    } = run_to_end(run_turn(cx, conversation, input))
         .await
         .map_err(|e| {
             tracing::warn!(error = %e, "turn failed");
@@ -229,6 +224,7 @@ pub async fn chat(app: &AppState, turn: ChatTurn) -> Result<ChatReply, ApiError>
         reply,
         stop_reason,
         usage,
+        tool_runs,
     })
 }
 

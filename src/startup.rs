@@ -18,6 +18,7 @@ use crate::llm::{ProviderError, ProviderRegistry};
 use crate::store::Store;
 use crate::store::memory::MemoryStore;
 use crate::store::redis::RedisStore;
+use crate::tools::ToolRegistry;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -30,6 +31,8 @@ pub enum StartupError {
     Provider(#[from] ProviderError),
     #[error("store: {0}")]
     Store(String),
+    #[error("{0}")]
+    Tools(String),
 }
 
 /// A bound, not yet running, gateway.
@@ -50,6 +53,10 @@ impl Application {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, StartupError> {
         let providers = ProviderRegistry::new(&settings.providers, env)?;
+        let tools = Arc::new(
+            ToolRegistry::new(&settings.tools, env)
+                .map_err(|e| StartupError::Tools(e.to_string()))?,
+        );
         let agents = AgentRegistry::new(&settings.agents);
         let codec = CursorCodec::new(
             Arc::new(keys),
@@ -88,6 +95,7 @@ impl Application {
             providers,
             clock,
             store,
+            tools,
             lifecycle: crate::app::starting(),
         });
         let job_workers = crate::jobs::start_workers(app_state.clone());

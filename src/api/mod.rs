@@ -5,6 +5,7 @@ pub mod body;
 pub mod cognite;
 pub mod health;
 pub mod quant;
+pub mod report;
 pub mod request_id;
 
 use actix_web::{HttpRequest, HttpResponse, web};

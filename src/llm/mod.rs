@@ -21,6 +21,8 @@ pub struct ChatRequest<'a> {
     pub messages: &'a [HistoryItem],
     pub temperature: Option<f64>,
     pub max_tokens: Option<u32>,
+    /// Tools offered to the model.
+    pub tools: &'a [&'a crate::tools::ToolSpec],
 }
 
 /// Why the model stopped, as the provider reported it.

@@ -106,6 +106,7 @@ mod tests {
             messages: &history,
             temperature: None,
             max_tokens: None,
+            tools: &[],
         };
         let p = ScriptedProvider;
         let full = p.complete(req).await.unwrap();

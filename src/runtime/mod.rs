@@ -13,6 +13,7 @@ use tokio::time::{Instant, timeout_at};
 use crate::agent::AgentSpec;
 use crate::domain::{AssistantPart, ConversationState, HistoryItem, StopReason, ToolCall, Usage};
 use crate::llm::{ChatRequest, FinishReason, Provider, ProviderError, ProviderEvent};
+use crate::tools::{ToolContext, ToolRegistry, ToolRun, ToolSpec, idempotency_key};
 
 /// What the caller adds to the conversation this turn.
 #[derive(Debug, Clone, Default)]
@@ -30,6 +31,8 @@ pub struct TurnOutcome {
     pub usage: Usage,
     /// The assistant's text for this turn (all steps).
     pub reply: String,
+    /// Every server tool run of this turn, in order.
+    pub tool_runs: Vec<ToolRun>,
 }
 
 /// Errors that end a turn without a new state.
@@ -37,8 +40,6 @@ pub struct TurnOutcome {
 pub enum RuntimeError {
     #[error(transparent)]
     Provider(#[from] ProviderError),
-    #[error("the turn exceeded its deadline of {0} s")]
-    Deadline(u64),
 }
 
 /// One event of a running turn.
@@ -46,19 +47,32 @@ pub enum RuntimeError {
 pub enum RunEvent {
     TextDelta(String),
     ToolCall(ToolCall),
+    ToolResult { id: String, name: String, ok: bool },
     Usage(Usage),
     Done(Box<TurnOutcome>),
     Error(RuntimeError),
 }
 
-/// Run one turn of `agent` on `state` with `input`.
+/// What a turn runs with besides the conversation.
+#[derive(Debug, Clone)]
+pub struct TurnContext {
+    pub agent: Arc<AgentSpec>,
+    pub provider: Arc<dyn Provider>,
+    pub tools: Arc<ToolRegistry>,
+}
+
+/// Run one turn of `agent` on `state` with `input`: call the model, run the
+/// server tools it asks for (several calls of one step in parallel), and call
+/// it again until it answers, `max_steps` model calls were made, or the
+/// turn's deadline passes. Limit stops end the turn normally, with the
+/// partial answer and a consistent history.
 pub fn run_turn(
-    agent: Arc<AgentSpec>,
-    provider: Arc<dyn Provider>,
+    cx: TurnContext,
     mut state: ConversationState,
     input: TurnInput,
 ) -> impl Stream<Item = RunEvent> + Send + 'static {
     async_stream::stream! {
+        let TurnContext { agent, provider, tools } = cx;
         let deadline = Instant::now() + agent.max_turn;
         let system = match &input.system_extra {
             Some(extra) if !extra.is_empty() && !agent.system_prompt.is_empty() => {
@@ -67,25 +81,28 @@ pub fn run_turn(
             Some(extra) if !extra.is_empty() => extra.clone(),
             _ => agent.system_prompt.clone(),
         };
+        let offered: Vec<&ToolSpec> = agent.tools.iter().filter_map(|t| tools.spec(t)).collect();
         state.history.extend(input.messages);
         state.turn += 1;
         state.cfg.clone_from(&agent.cfg_hash);
         let mut usage = Usage::default();
         let mut reply = String::new();
-        // One step: with no tools offered, the model's answer ends the turn.
-        // (`max_steps` bounds the loop once tool calls are run.)
-        {
+        let mut tool_runs = Vec::new();
+        let mut stop_reason = StopReason::MaxSteps;
+
+        'steps: for _step in 0..agent.max_steps {
             let request = ChatRequest {
                 model: &agent.model,
                 system: (!system.is_empty()).then_some(system.as_str()),
                 messages: &state.history,
                 temperature: agent.temperature,
                 max_tokens: agent.max_tokens,
+                tools: &offered,
             };
             let mut events = match timeout_at(deadline, provider.stream(request)).await {
                 Err(_) => {
-                    yield RunEvent::Error(RuntimeError::Deadline(agent.max_turn.as_secs()));
-                    return;
+                    stop_reason = StopReason::Deadline;
+                    break 'steps;
                 }
                 Ok(Err(e)) => {
                     yield RunEvent::Error(e.into());
@@ -94,13 +111,14 @@ pub fn run_turn(
                 Ok(Ok(events)) => events,
             };
             let mut text = String::new();
-            let mut tool_calls = Vec::new();
+            let mut calls = Vec::new();
             let mut finish = FinishReason::Stop;
             loop {
                 match timeout_at(deadline, events.next()).await {
                     Err(_) => {
-                        yield RunEvent::Error(RuntimeError::Deadline(agent.max_turn.as_secs()));
-                        return;
+                        // The unfinished step is dropped: the history stays consistent.
+                        stop_reason = StopReason::Deadline;
+                        break 'steps;
                     }
                     Ok(None) => break,
                     Ok(Some(Err(e))) => {
@@ -112,30 +130,53 @@ pub fn run_turn(
                             text.push_str(&delta);
                             yield RunEvent::TextDelta(delta);
                         }
-                        ProviderEvent::ToolCall(call) => tool_calls.push(call),
+                        ProviderEvent::ToolCall(call) => calls.push(call),
                         ProviderEvent::Usage(u) => usage.add(u),
                         ProviderEvent::Finish(f) => finish = f,
                     },
                 }
             }
             reply.push_str(&text);
-            if !tool_calls.is_empty() {
-                // No tools are offered to the model yet, so a tool call cannot be
-                // answered; it is dropped rather than stored without a result.
-                tracing::warn!(count = tool_calls.len(), "model called tools although none are offered; ignoring");
-            }
             state.history.push(HistoryItem::Assistant {
                 parts: if text.is_empty() { Vec::new() } else { vec![AssistantPart::Text { text }] },
-                tool_calls: Vec::new(),
+                tool_calls: calls.clone(),
             });
-            let stop_reason = match finish {
-                FinishReason::Length => StopReason::MaxTokens,
-                FinishReason::ContentFilter => StopReason::ContentFilter,
-                FinishReason::Stop | FinishReason::ToolCalls => StopReason::EndTurn,
-            };
-            yield RunEvent::Usage(usage);
-            yield RunEvent::Done(Box::new(TurnOutcome { state, stop_reason, usage, reply }));
+            if calls.is_empty() {
+                stop_reason = match finish {
+                    FinishReason::Length => StopReason::MaxTokens,
+                    FinishReason::ContentFilter => StopReason::ContentFilter,
+                    FinishReason::Stop | FinishReason::ToolCalls => StopReason::EndTurn,
+                };
+                break 'steps;
+            }
+            for call in &calls {
+                yield RunEvent::ToolCall(call.clone());
+            }
+            let runs = futures_util::future::join_all(calls.iter().enumerate().map(|(position, call)| {
+                let args: serde_json::Value = serde_json::from_str(&call.arguments).unwrap_or(serde_json::Value::Null);
+                let ctx = ToolContext {
+                    idempotency_key: idempotency_key(&state.id, state.turn, &call.name, &args, position),
+                };
+                tools.run(&agent.tools, call, ctx, deadline)
+            }))
+            .await;
+            for run in runs {
+                yield RunEvent::ToolResult { id: run.call.id.clone(), name: run.call.name.clone(), ok: !run.is_error };
+                state.history.push(HistoryItem::ToolResult {
+                    call_id: run.call.id.clone(),
+                    name: run.call.name.clone(),
+                    content: run.content.clone(),
+                    is_error: run.is_error,
+                });
+                tool_runs.push(run);
+            }
+            if Instant::now() >= deadline {
+                stop_reason = StopReason::Deadline;
+                break 'steps;
+            }
         }
+        yield RunEvent::Usage(usage);
+        yield RunEvent::Done(Box::new(TurnOutcome { state, stop_reason, usage, reply, tool_runs }));
     }
 }
 

@@ -9,12 +9,23 @@ use crate::llm::scripted::ScriptedProvider;
 use crate::llm::{Completion, EventStream};
 
 fn agent(system: &str, max_turn_seconds: u64) -> Arc<AgentSpec> {
-    let settings: AgentSettings = serde_json::from_value(serde_json::json!({
+    agent_with(serde_json::json!({
         "id": "a1", "provider": "p", "model": "m", "system_prompt": system,
         "max_turn_seconds": max_turn_seconds
     }))
-    .unwrap();
+}
+
+fn agent_with(settings: serde_json::Value) -> Arc<AgentSpec> {
+    let settings: AgentSettings = serde_json::from_value(settings).unwrap();
     Arc::new(AgentSpec::from_settings(&settings))
+}
+
+fn cx(agent: Arc<AgentSpec>, provider: Arc<dyn Provider>) -> TurnContext {
+    TurnContext {
+        agent,
+        provider,
+        tools: Arc::new(ToolRegistry::new(&[], &|_| None).unwrap()),
+    }
 }
 
 /// Records the system prompt and message count of every request.
@@ -62,8 +73,7 @@ async fn a_turn_streams_deltas_then_usage_then_done_with_the_new_state() {
         system_extra: None,
     };
     let events: Vec<RunEvent> = run_turn(
-        agent("be nice", 60),
-        Arc::new(ScriptedProvider),
+        cx(agent("be nice", 60), Arc::new(ScriptedProvider)),
         state,
         input,
     )
@@ -105,7 +115,7 @@ async fn the_system_prompt_and_extra_go_to_the_provider_never_into_the_state() {
         messages: vec![HistoryItem::user_text("c")],
         system_extra: Some("extra".into()),
     };
-    let outcome = run_to_end(run_turn(agent("base", 60), rec.clone(), state, input))
+    let outcome = run_to_end(run_turn(cx(agent("base", 60), rec.clone()), state, input))
         .await
         .unwrap();
     assert_eq!(
@@ -117,17 +127,219 @@ async fn the_system_prompt_and_extra_go_to_the_provider_never_into_the_state() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_turn_past_its_deadline_ends_in_an_error() {
+async fn a_turn_past_its_deadline_stops_with_a_consistent_history() {
     let input = TurnInput {
         messages: vec![HistoryItem::user_text("x")],
         system_extra: None,
     };
-    let r = run_to_end(run_turn(
-        agent("", 2),
-        Arc::new(Slow),
+    let outcome = run_to_end(run_turn(
+        cx(agent("", 2), Arc::new(Slow)),
         ConversationState::new(0, "c"),
         input,
     ))
+    .await
+    .unwrap();
+    assert_eq!(outcome.stop_reason, StopReason::Deadline);
+    assert_eq!(outcome.reply, "");
+    assert_eq!(
+        outcome.state.history,
+        vec![HistoryItem::user_text("x")],
+        "the unfinished step is dropped"
+    );
+}
+
+/// A model that calls the tools in `script` (one entry per step), then answers
+/// with the tool results it saw.
+#[derive(Debug)]
+struct ToolModel {
+    script: Vec<Vec<(&'static str, &'static str)>>,
+    endless: bool,
+}
+
+#[async_trait::async_trait]
+impl Provider for ToolModel {
+    async fn complete(&self, req: ChatRequest<'_>) -> Result<Completion, ProviderError> {
+        let step = req
+            .messages
+            .iter()
+            .filter(|m| matches!(m, HistoryItem::Assistant { .. }))
+            .count();
+        if let Some(calls) = self.script.get(step).or(if self.endless {
+            self.script.first()
+        } else {
+            None
+        }) {
+            return Ok(Completion {
+                tool_calls: calls
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (name, args))| ToolCall {
+                        id: format!("s{step}c{i}"),
+                        name: (*name).into(),
+                        arguments: (*args).into(),
+                    })
+                    .collect(),
+                usage: Usage {
+                    input_tokens: Some(10),
+                    output_tokens: Some(1),
+                },
+                ..Default::default()
+            });
+        }
+        let seen: Vec<String> = req
+            .messages
+            .iter()
+            .filter_map(|m| match m {
+                HistoryItem::ToolResult {
+                    content, is_error, ..
+                } => Some(format!("{}{content}", if *is_error { "!" } else { "" })),
+                _ => None,
+            })
+            .collect();
+        Ok(Completion {
+            text: seen.join(" | "),
+            usage: Usage {
+                input_tokens: Some(10),
+                output_tokens: Some(5),
+            },
+            ..Default::default()
+        })
+    }
+    async fn stream(&self, req: ChatRequest<'_>) -> Result<EventStream, ProviderError> {
+        let c = self.complete(req).await?;
+        Ok(futures_util::stream::iter(c.into_events().into_iter().map(Ok)).boxed())
+    }
+}
+
+fn tool_agent(max_steps: u32) -> Arc<AgentSpec> {
+    agent_with(serde_json::json!({
+        "id": "t", "provider": "p", "model": "m", "tools": ["calculator", "clock"], "max_steps": max_steps
+    }))
+}
+
+fn ask(text: &str) -> TurnInput {
+    TurnInput {
+        messages: vec![HistoryItem::user_text(text)],
+        system_extra: None,
+    }
+}
+
+#[tokio::test]
+async fn tool_calls_run_in_parallel_and_their_results_go_back_to_the_model() {
+    let model = ToolModel {
+        script: vec![vec![
+            ("calculator", r#"{"expression":"6*7"}"#),
+            ("calculator", r#"{"expression":"1+1"}"#),
+        ]],
+        endless: false,
+    };
+    let events: Vec<RunEvent> = run_turn(
+        cx(tool_agent(8), Arc::new(model)),
+        ConversationState::new(0, "c"),
+        ask("sums"),
+    )
+    .collect()
     .await;
-    assert!(matches!(r, Err(RuntimeError::Deadline(2))), "{r:?}");
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| match e {
+            RunEvent::TextDelta(_) => "delta",
+            RunEvent::ToolCall(_) => "call",
+            RunEvent::ToolResult { ok: true, .. } => "ok",
+            RunEvent::ToolResult { ok: false, .. } => "err",
+            RunEvent::Usage(_) => "usage",
+            RunEvent::Done(_) => "done",
+            RunEvent::Error(_) => "error",
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        ["call", "call", "ok", "ok", "delta", "usage", "done"]
+    );
+    let RunEvent::Done(outcome) = events.last().unwrap() else {
+        panic!()
+    };
+    assert_eq!(outcome.reply, "42 | 2");
+    assert_eq!(outcome.stop_reason, StopReason::EndTurn);
+    assert_eq!(
+        outcome.usage,
+        Usage {
+            input_tokens: Some(20),
+            output_tokens: Some(6)
+        },
+        "summed over steps"
+    );
+    assert_eq!(outcome.tool_runs.len(), 2);
+    // user, assistant(calls), 2 results, assistant(answer)
+    assert_eq!(outcome.state.history.len(), 5);
+}
+
+#[tokio::test]
+async fn bad_arguments_and_unknown_tools_reach_the_model_as_tool_errors() {
+    let model = ToolModel {
+        script: vec![vec![
+            ("calculator", "{broken"),
+            ("calculator", r#"{"wrong":"field"}"#),
+            ("rm_rf", "{}"),
+        ]],
+        endless: false,
+    };
+    let outcome = run_to_end(run_turn(
+        cx(tool_agent(8), Arc::new(model)),
+        ConversationState::new(0, "c"),
+        ask("x"),
+    ))
+    .await
+    .unwrap();
+    let parts: Vec<&str> = outcome.reply.split(" | ").collect();
+    assert_eq!(parts.len(), 3);
+    assert!(
+        parts[0].starts_with("!the arguments are not valid JSON"),
+        "{}",
+        parts[0]
+    );
+    assert!(
+        parts[1].starts_with("!the arguments do not match"),
+        "{}",
+        parts[1]
+    );
+    assert!(
+        parts[2].starts_with("!unknown tool \"rm_rf\""),
+        "{}",
+        parts[2]
+    );
+    assert_eq!(outcome.stop_reason, StopReason::EndTurn);
+}
+
+#[tokio::test]
+async fn an_endless_tool_loop_is_stopped_by_the_step_limit() {
+    let model = ToolModel {
+        script: vec![vec![("clock", "{}")]],
+        endless: true,
+    };
+    let outcome = run_to_end(run_turn(
+        cx(tool_agent(3), Arc::new(model)),
+        ConversationState::new(0, "c"),
+        ask("loop"),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(outcome.stop_reason, StopReason::MaxSteps);
+    assert_eq!(outcome.tool_runs.len(), 3);
+    // Every call has its result: the history can be sent upstream again.
+    let calls = outcome
+        .state
+        .history
+        .iter()
+        .filter(
+            |i| matches!(i, HistoryItem::Assistant { tool_calls, .. } if !tool_calls.is_empty()),
+        )
+        .count();
+    let results = outcome
+        .state
+        .history
+        .iter()
+        .filter(|i| matches!(i, HistoryItem::ToolResult { .. }))
+        .count();
+    assert_eq!((calls, results), (3, 3));
 }

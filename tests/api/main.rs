@@ -12,6 +12,7 @@ mod quant_sessions;
 mod redis;
 mod redis_server;
 mod sdk;
+mod tools;
 
 /// Run each listed Quant test against the memory store and against a real Redis.
 macro_rules! on_both_stores {

@@ -4,13 +4,18 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::error::CogniteError;
-use super::wire::{AgentMessage, ChatRequest, ChatResponse, ResponseBody, TextContent};
+use super::wire::{
+    AgentContent, AgentMessage, ChatRequest, ChatResponse, Reasoning, ResponseBody, TextContent,
+};
+use crate::api::report;
 use crate::api::{AppState, body, request_id};
 use crate::auth;
 use crate::cursor::CursorContext;
 use crate::domain::ConversationState;
+use crate::domain::StopReason;
 use crate::error::{ApiError, ErrorCode};
 use crate::runtime::{TurnInput, run_to_end, run_turn};
+use crate::tools::ToolRun;
 
 pub async fn chat_in_project(
     req: HttpRequest,
@@ -63,16 +68,8 @@ async fn chat(
     span.record("project", project);
     span.record("agent", chat.agent.as_str());
 
-    let agent = state
-        .agents
-        .get(&chat.agent)
-        .ok_or_else(|| ApiError::agent_not_found(&chat.agent))?;
-    let provider = state.providers.get(&agent.provider).ok_or_else(|| {
-        ApiError::new(
-            ErrorCode::ProviderMisconfigured,
-            "the agent's provider is not configured",
-        )
-    })?;
+    let cx = state.turn_context(&chat.agent)?;
+    let agent = cx.agent.clone();
     let ctx = CursorContext {
         project: &principal.tenant,
         agent: &agent.id,
@@ -96,7 +93,7 @@ async fn chat(
         messages: chat.messages,
         system_extra: None,
     };
-    let outcome = run_to_end(run_turn(agent.clone(), provider, conversation, input))
+    let outcome = run_to_end(run_turn(cx, conversation, input))
         .await
         .map_err(|e| {
             tracing::warn!(error = %e, "turn failed");
@@ -115,13 +112,52 @@ async fn chat(
         response: ResponseBody {
             kind: "result",
             cursor: &sealed.token,
-            messages: vec![AgentMessage {
-                role: "agent",
-                content: TextContent {
-                    kind: "text",
-                    text: &outcome.reply,
-                },
-            }],
+            messages: vec![agent_message(
+                &outcome.reply,
+                outcome.stop_reason,
+                &outcome.tool_runs,
+            )],
         },
     }))
+}
+
+/// The agent message: the answer, a notice and a `stopReason` data item on a
+/// limit stop, and each exposed server tool run as a `toolCall` reasoning item.
+fn agent_message<'a>(reply: &'a str, stop: StopReason, tool_runs: &[ToolRun]) -> AgentMessage<'a> {
+    let text = |text| TextContent { kind: "text", text };
+    let notice = report::limit_notice(stop);
+    let content = match notice {
+        None => AgentContent::One(text(reply)),
+        Some(n) if reply.is_empty() => AgentContent::One(text(n)),
+        Some(n) => AgentContent::Many(vec![text(reply), text(n)]),
+    };
+    let data = notice
+        .map(|_| serde_json::json!({"type": "stopReason", "value": stop.as_str()}))
+        .into_iter()
+        .collect();
+    let calls: Vec<serde_json::Value> = report::exposed(tool_runs)
+        .map(|(r, with_result)| {
+            let mut call = serde_json::json!({
+                "id": r.call.id, "name": r.call.name, "toolType": r.tool_type, "input": report::input(r)
+            });
+            if with_result {
+                call["result"] = serde_json::json!({"content": r.content, "isError": r.is_error});
+            }
+            serde_json::json!({"type": "toolCall", "toolCall": call})
+        })
+        .collect();
+    let reasoning = if calls.is_empty() {
+        Vec::new()
+    } else {
+        vec![Reasoning {
+            content: Vec::new(),
+            data: calls,
+        }]
+    };
+    AgentMessage {
+        role: "agent",
+        content,
+        data,
+        reasoning,
+    }
 }

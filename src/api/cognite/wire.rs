@@ -210,7 +210,25 @@ pub struct ResponseBody<'a> {
 #[derive(Debug, Serialize)]
 pub struct AgentMessage<'a> {
     pub role: &'static str,
-    pub content: TextContent<'a>,
+    pub content: AgentContent<'a>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub data: Vec<serde_json::Value>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub reasoning: Vec<Reasoning>,
+}
+
+/// One content object, or a list when there is more than one part.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum AgentContent<'a> {
+    One(TextContent<'a>),
+    Many(Vec<TextContent<'a>>),
+}
+
+#[derive(Debug, Serialize)]
+pub struct Reasoning {
+    pub content: Vec<serde_json::Value>,
+    pub data: Vec<serde_json::Value>,
 }
 
 #[derive(Debug, Serialize)]

@@ -4,7 +4,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::error::QuantError;
 use super::wire::{Accepted, ChatRequest, ChatResponse, ChatResponseBody, UsageOut, check_user_id};
-use crate::api::{AppState, body, request_id};
+use crate::api::{AppState, body, report, request_id};
 use crate::auth;
 use crate::error::{ApiError, ErrorCode};
 use crate::jobs;
@@ -92,8 +92,8 @@ async fn handle(
                 output_tokens: reply.usage.output_tokens,
                 total_tokens: None,
             },
-            tool_results: Vec::new(),
+            tool_results: report::quant_tool_results(&reply.tool_runs),
         },
-        tool_results: Vec::new(),
+        tool_results: report::quant_tool_results(&reply.tool_runs),
     }))
 }

@@ -60,7 +60,7 @@ async fn render(
                     (i, o) => Some(i.unwrap_or(0) + o.unwrap_or(0)),
                 },
             },
-            tool_executions: Vec::new(),
+            tool_executions: r.tool_executions.clone(),
             session_id: &rec.session_id,
             stop_reason: &r.stop_reason,
         }),

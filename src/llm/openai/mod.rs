@@ -289,6 +289,7 @@ mod tests {
             messages: &history,
             temperature: Some(0.5),
             max_tokens: None,
+            tools: &[],
         };
         let json: serde_json::Value =
             serde_json::to_value(wire::Request::new(&req, false)).unwrap();

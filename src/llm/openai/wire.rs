@@ -15,7 +15,23 @@ pub struct Request<'a> {
     pub temperature: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_tokens: Option<u32>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<ToolDef<'a>>,
     pub stream: bool,
+}
+
+#[derive(Serialize)]
+pub struct ToolDef<'a> {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub function: FunctionDef<'a>,
+}
+
+#[derive(Serialize)]
+pub struct FunctionDef<'a> {
+    pub name: &'a str,
+    pub description: &'a str,
+    pub parameters: &'a serde_json::Value,
 }
 
 #[derive(Serialize)]
@@ -95,6 +111,18 @@ impl<'a> Request<'a> {
             messages,
             temperature: req.temperature,
             max_tokens: req.max_tokens,
+            tools: req
+                .tools
+                .iter()
+                .map(|t| ToolDef {
+                    kind: "function",
+                    function: FunctionDef {
+                        name: &t.name,
+                        description: &t.description,
+                        parameters: &t.parameters,
+                    },
+                })
+                .collect(),
             stream,
         }
     }

@@ -1,0 +1,218 @@
+//! HTTP tools declared in config: a URL template filled from the arguments
+//! (each value percent-encoded as one path segment), the other arguments as
+//! the query (GET, DELETE) or a JSON body, headers from config (`env:NAME`
+//! values read at start), a timeout, a response size cap, and an
+//! `Idempotency-Key` that is stable across re-runs of the same turn.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use reqwest::Method;
+use reqwest::header::{HeaderName, HeaderValue};
+
+use super::{Tool, ToolContext, ToolError, ToolSpec};
+use crate::config::ToolSettings;
+
+/// Everything but RFC 3986 unreserved characters is encoded, `/` included.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+pub struct HttpTool {
+    spec: ToolSpec,
+    method: Method,
+    url: String,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    max_response_bytes: usize,
+    client: reqwest::Client,
+}
+
+impl std::fmt::Debug for HttpTool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Header values may be secrets: print only their names.
+        f.debug_struct("HttpTool")
+            .field("name", &self.spec.name)
+            .field("method", &self.method)
+            .field("url", &self.url)
+            .field(
+                "headers",
+                &self
+                    .headers
+                    .iter()
+                    .map(|(n, _)| n.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+impl HttpTool {
+    pub fn new(s: &ToolSettings, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, String> {
+        let method = match s
+            .method
+            .as_deref()
+            .unwrap_or("GET")
+            .to_ascii_uppercase()
+            .as_str()
+        {
+            "GET" => Method::GET,
+            "POST" => Method::POST,
+            "PUT" => Method::PUT,
+            "PATCH" => Method::PATCH,
+            "DELETE" => Method::DELETE,
+            other => return Err(format!("method {other:?} is not supported")),
+        };
+        let url = s.url.clone().ok_or("url is required for kind = \"http\"")?;
+        let probe =
+            template_names(&url).fold(url.clone(), |u, n| u.replace(&format!("{{{n}}}"), "x"));
+        reqwest::Url::parse(&probe).map_err(|e| format!("url: {e}"))?;
+        let parameters = s
+            .parameters
+            .clone()
+            .ok_or("parameters (a JSON Schema object) is required")?;
+        if parameters.get("type").and_then(|t| t.as_str()) != Some("object") {
+            return Err("parameters must be a JSON Schema with type = \"object\"".into());
+        }
+        let mut headers = Vec::new();
+        for (name, value) in &s.headers {
+            let value = match value.strip_prefix("env:") {
+                Some(var) => env(var).ok_or_else(|| {
+                    format!("header {name}: environment variable {var} is not set")
+                })?,
+                None => value.clone(),
+            };
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| format!("header name {name:?} is invalid"))?;
+            let mut value = HeaderValue::from_str(&value)
+                .map_err(|_| format!("header {name}: invalid value"))?;
+            value.set_sensitive(true);
+            headers.push((name, value));
+        }
+        let client = reqwest::Client::builder()
+            .tcp_nodelay(true)
+            .connect_timeout(Duration::from_millis(s.timeout_ms.min(10_000)))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| format!("http client: {e}"))?;
+        Ok(Self {
+            spec: ToolSpec {
+                name: s.name.clone(),
+                description: s.description.clone().unwrap_or_default(),
+                parameters,
+                tool_type: "callRestApi",
+                timeout: Duration::from_millis(s.timeout_ms),
+                expose: s.expose,
+            },
+            method,
+            url,
+            headers,
+            max_response_bytes: s.max_response_bytes,
+            client,
+        })
+    }
+}
+
+/// The `{name}` placeholders of a URL template.
+fn template_names(url: &str) -> impl Iterator<Item = &str> {
+    url.split('{')
+        .skip(1)
+        .filter_map(|rest| rest.split_once('}').map(|(name, _)| name))
+}
+
+fn scalar(v: &serde_json::Value) -> Option<String> {
+    match v {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        serde_json::Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+#[async_trait::async_trait]
+impl Tool for HttpTool {
+    fn spec(&self) -> &ToolSpec {
+        &self.spec
+    }
+
+    async fn call(&self, args: serde_json::Value, ctx: &ToolContext) -> Result<String, ToolError> {
+        let fail = |m: String| ToolError::Failed(m);
+        let mut rest = match args {
+            serde_json::Value::Object(map) => map,
+            _ => return Err(fail("the arguments must be an object".into())),
+        };
+        let mut url = self.url.clone();
+        for name in template_names(&self.url) {
+            let value = rest.remove(name).as_ref().and_then(scalar).ok_or_else(|| {
+                fail(format!(
+                    "argument {name:?} is required as a string or number"
+                ))
+            })?;
+            if value.is_empty() || value == "." || value == ".." {
+                return Err(fail(format!(
+                    "argument {name:?} may not be empty, \".\" or \"..\""
+                )));
+            }
+            url = url.replace(
+                &format!("{{{name}}}"),
+                &utf8_percent_encode(&value, SEGMENT).to_string(),
+            );
+        }
+        let mut url =
+            reqwest::Url::parse(&url).map_err(|e| fail(format!("could not build the URL: {e}")))?;
+        let mut request = if matches!(self.method, Method::GET | Method::DELETE) {
+            {
+                let mut q = url.query_pairs_mut();
+                for (k, v) in &rest {
+                    q.append_pair(k, &scalar(v).unwrap_or_else(|| v.to_string()));
+                }
+            }
+            if rest.is_empty() {
+                url.set_query(None);
+            }
+            self.client.request(self.method.clone(), url)
+        } else {
+            self.client.request(self.method.clone(), url).json(&rest)
+        };
+        for (name, value) in &self.headers {
+            request = request.header(name, value);
+        }
+        request = request.header("idempotency-key", &ctx.idempotency_key);
+        let response = request
+            .send()
+            .await
+            .map_err(|e| fail(format!("the request failed: {}", e.without_url())))?;
+        let status = response.status();
+        let mut body = Vec::new();
+        let mut truncated = false;
+        let mut chunks = response.bytes_stream();
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk
+                .map_err(|e| fail(format!("reading the response failed: {}", e.without_url())))?;
+            let room = self.max_response_bytes - body.len();
+            if chunk.len() > room {
+                body.extend_from_slice(&chunk[..room]);
+                truncated = true;
+                break;
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let mut text = String::from_utf8_lossy(&body).into_owned();
+        if truncated {
+            text.push_str(&format!(
+                "\n[truncated: the response was longer than {} bytes]",
+                self.max_response_bytes
+            ));
+        }
+        if !status.is_success() {
+            return Err(fail(format!(
+                "the service answered {}: {}",
+                status.as_u16(),
+                text.chars().take(1000).collect::<String>()
+            )));
+        }
+        Ok(text)
+    }
+}

@@ -1,0 +1,317 @@
+//! Server-side tools: what an agent may call, validated against JSON Schemas
+//! and run by the gateway with a per-tool timeout. Failures of any kind
+//! (unknown tool, bad arguments, timeout, tool error) go back to the model as
+//! a tool error, never as a failed request.
+
+pub mod builtin;
+pub mod calc;
+pub mod http;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::config::{ToolKind, ToolSettings};
+use crate::domain::ToolCall;
+
+/// What clients see of a tool run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Expose {
+    /// Input and result.
+    #[default]
+    Full,
+    /// Input only.
+    Input,
+    /// Neither: the run is not reported.
+    None,
+}
+
+/// A tool as the model and the clients see it.
+#[derive(Debug, Clone)]
+pub struct ToolSpec {
+    pub name: String,
+    pub description: String,
+    pub parameters: serde_json::Value,
+    /// Reported as the Cognite `toolType`.
+    pub tool_type: &'static str,
+    pub timeout: Duration,
+    pub expose: Expose,
+}
+
+/// Errors of a tool run; the message goes to the model.
+#[derive(Debug, thiserror::Error)]
+pub enum ToolError {
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// What a tool needs to know about the run it is part of.
+#[derive(Debug, Clone)]
+pub struct ToolContext {
+    /// Stable across re-runs of the same turn (see [`idempotency_key`]).
+    pub idempotency_key: String,
+}
+
+#[async_trait::async_trait]
+pub trait Tool: Send + Sync + std::fmt::Debug {
+    fn spec(&self) -> &ToolSpec;
+    async fn call(&self, args: serde_json::Value, ctx: &ToolContext) -> Result<String, ToolError>;
+}
+
+/// The result of running one call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolRun {
+    pub call: ToolCall,
+    pub content: String,
+    pub is_error: bool,
+    pub tool_type: &'static str,
+    pub expose: Expose,
+}
+
+/// base64url(SHA-256(conversation id ‖ turn ‖ tool name ‖ canonical JSON of the
+/// arguments ‖ position in the step)), each piece length-prefixed so that no
+/// two different inputs collide. Never the model's call id, which changes per run.
+pub fn idempotency_key(
+    conversation: &str,
+    turn: u64,
+    tool: &str,
+    args: &serde_json::Value,
+    position: usize,
+) -> String {
+    // serde_json's default map is ordered, so this serialisation is canonical.
+    let canonical = serde_json::to_string(args).unwrap_or_default();
+    let mut h = Sha256::new();
+    for piece in [
+        conversation.as_bytes(),
+        &turn.to_be_bytes(),
+        tool.as_bytes(),
+        canonical.as_bytes(),
+        &(position as u64).to_be_bytes(),
+    ] {
+        h.update((piece.len() as u64).to_be_bytes());
+        h.update(piece);
+    }
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(h.finalize())
+}
+
+struct Entry {
+    tool: Arc<dyn Tool>,
+    validator: jsonschema::Validator,
+}
+
+impl std::fmt::Debug for Entry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.tool.fmt(f)
+    }
+}
+
+/// Every tool by name: the built-ins plus those declared in config.
+#[derive(Debug, Default)]
+pub struct ToolRegistry {
+    tools: HashMap<String, Entry>,
+}
+
+/// A tool-configuration error found at start.
+#[derive(Debug, thiserror::Error)]
+#[error("tools[{index}] ({name}): {message}")]
+pub struct ToolConfigError {
+    pub index: usize,
+    pub name: String,
+    pub message: String,
+}
+
+impl ToolRegistry {
+    pub fn new(
+        settings: &[ToolSettings],
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ToolConfigError> {
+        let mut tools: Vec<Arc<dyn Tool>> = builtin::all();
+        for (index, s) in settings.iter().enumerate() {
+            let err = |message: String| ToolConfigError {
+                index,
+                name: s.name.clone(),
+                message,
+            };
+            match s.kind {
+                ToolKind::Builtin => {
+                    let pos = tools
+                        .iter()
+                        .position(|t| t.spec().name == s.name)
+                        .ok_or_else(|| err(format!("no built-in tool is called {:?}", s.name)))?;
+                    tools[pos] = builtin::configured(&s.name, s)
+                        .ok_or_else(|| err("unknown built-in".into()))?;
+                }
+                ToolKind::Http => {
+                    if tools.iter().any(|t| t.spec().name == s.name) {
+                        return Err(err("the name is already taken".into()));
+                    }
+                    tools.push(Arc::new(http::HttpTool::new(s, env).map_err(err)?));
+                }
+            }
+        }
+        let mut map = HashMap::new();
+        for tool in tools {
+            let validator = jsonschema::validator_for(&tool.spec().parameters).map_err(|e| {
+                ToolConfigError {
+                    index: 0,
+                    name: tool.spec().name.clone(),
+                    message: format!("parameters is not a valid JSON Schema: {e}"),
+                }
+            })?;
+            map.insert(tool.spec().name.clone(), Entry { tool, validator });
+        }
+        Ok(Self { tools: map })
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.tools.contains_key(name)
+    }
+
+    pub fn spec(&self, name: &str) -> Option<&ToolSpec> {
+        self.tools.get(name).map(|e| e.tool.spec())
+    }
+
+    /// Validate and run one call; every failure becomes an error result.
+    pub async fn run(
+        &self,
+        allowed: &[String],
+        call: &ToolCall,
+        ctx: ToolContext,
+        deadline: tokio::time::Instant,
+    ) -> ToolRun {
+        let result = |content: String, is_error: bool, tool_type, expose| ToolRun {
+            call: call.clone(),
+            content,
+            is_error,
+            tool_type,
+            expose,
+        };
+        let Some(entry) = self
+            .tools
+            .get(&call.name)
+            .filter(|_| allowed.contains(&call.name))
+        else {
+            return result(
+                format!(
+                    "unknown tool {:?}: use only the tools you were given",
+                    call.name
+                ),
+                true,
+                "unknown",
+                Expose::Full,
+            );
+        };
+        let spec = entry.tool.spec();
+        let args: serde_json::Value =
+            match serde_json::from_str(if call.arguments.trim().is_empty() {
+                "{}"
+            } else {
+                &call.arguments
+            }) {
+                Ok(v) => v,
+                Err(e) => {
+                    return result(
+                        format!("the arguments are not valid JSON: {e}"),
+                        true,
+                        spec.tool_type,
+                        spec.expose,
+                    );
+                }
+            };
+        if let Some(first) = entry.validator.iter_errors(&args).next() {
+            return result(
+                format!("the arguments do not match the tool's schema: {first}"),
+                true,
+                spec.tool_type,
+                spec.expose,
+            );
+        }
+        let until = deadline.min(tokio::time::Instant::now() + spec.timeout);
+        match tokio::time::timeout_at(until, entry.tool.call(args, &ctx)).await {
+            Err(_) => result(
+                format!(
+                    "the tool did not answer within {} ms",
+                    spec.timeout.as_millis()
+                ),
+                true,
+                spec.tool_type,
+                spec.expose,
+            ),
+            Ok(Err(e)) => result(e.to_string(), true, spec.tool_type, spec.expose),
+            Ok(Ok(content)) => result(content, false, spec.tool_type, spec.expose),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn idempotency_keys_are_stable_and_sensitive_to_every_input() {
+        let args = json!({"b": 1, "a": [1, 2]});
+        let reordered: serde_json::Value = serde_json::from_str(r#"{"a":[1,2],"b":1}"#).unwrap();
+        let k = idempotency_key("cid", 3, "t", &args, 0);
+        assert_eq!(
+            k,
+            idempotency_key("cid", 3, "t", &reordered, 0),
+            "canonical JSON"
+        );
+        for other in [
+            idempotency_key("cid2", 3, "t", &args, 0),
+            idempotency_key("cid", 4, "t", &args, 0),
+            idempotency_key("cid", 3, "u", &args, 0),
+            idempotency_key("cid", 3, "t", &json!({"b": 2, "a": [1, 2]}), 0),
+            idempotency_key("cid", 3, "t", &args, 1),
+        ] {
+            assert_ne!(k, other);
+        }
+    }
+
+    #[tokio::test]
+    async fn bad_calls_become_tool_errors() {
+        let reg = ToolRegistry::new(&[], &|_| None).unwrap();
+        let allowed = vec!["calculator".to_owned()];
+        let ctx = ToolContext {
+            idempotency_key: "k".into(),
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        let call = |name: &str, args: &str| ToolCall {
+            id: "c".into(),
+            name: name.into(),
+            arguments: args.into(),
+        };
+        let ok = reg
+            .run(
+                &allowed,
+                &call("calculator", r#"{"expression":"2*(3+4)"}"#),
+                ctx.clone(),
+                deadline,
+            )
+            .await;
+        assert_eq!((ok.content.as_str(), ok.is_error), ("14", false));
+        for (c, fragment) in [
+            (call("clock", "{}"), "unknown tool"),
+            (call("nope", "{}"), "unknown tool"),
+            (call("calculator", "{not json"), "not valid JSON"),
+            (call("calculator", r#"{"expr":"1"}"#), "schema"),
+            (
+                call("calculator", r#"{"expression":"1/0"}"#),
+                "division by zero",
+            ),
+        ] {
+            let r = reg.run(&allowed, &c, ctx.clone(), deadline).await;
+            assert!(
+                r.is_error && r.content.contains(fragment),
+                "{c:?}: {}",
+                r.content
+            );
+        }
+    }
+}

@@ -1,0 +1,384 @@
+//! Server-side tools end to end: a mock upstream that asks for tools (a real
+//! HTTP server speaking the OpenAI wire format) and HTTP tools calling a real
+//! local service.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use wiremock::matchers::{method, path, path_regex};
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+
+use crate::helpers::*;
+
+/// Asks for `calls` until tool results are present (or forever with `endless`),
+/// then answers with the tool results it saw.
+struct ToolCaller {
+    calls: Vec<(&'static str, String)>,
+    endless: bool,
+}
+
+impl Respond for ToolCaller {
+    fn respond(&self, req: &Request) -> ResponseTemplate {
+        let body: Value = serde_json::from_slice(&req.body).unwrap();
+        let messages = body["messages"].as_array().unwrap();
+        if messages.last().unwrap()["role"] == "tool" && !self.endless {
+            let seen: Vec<String> = messages
+                .iter()
+                .filter(|m| m["role"] == "tool")
+                .map(|m| m["content"].as_str().unwrap().to_owned())
+                .collect();
+            return ResponseTemplate::new(200)
+                .set_body_json(completion(&format!("tools said: {}", seen.join(" | "))));
+        }
+        let n = messages.len();
+        let calls: Vec<Value> = self
+            .calls
+            .iter()
+            .enumerate()
+            .map(|(i, (name, args))| json!({"id": format!("call_{n}_{i}"), "type": "function", "function": {"name": name, "arguments": args}}))
+            .collect();
+        ResponseTemplate::new(200).set_body_json(json!({
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": null, "tool_calls": calls}, "finish_reason": "tool_calls"}],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 2}
+        }))
+    }
+}
+
+async fn tool_upstream(calls: Vec<(&'static str, String)>, endless: bool) -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(ToolCaller { calls, endless })
+        .mount(&server)
+        .await;
+    server
+}
+
+fn tools_toml(agent_tools: &str, extra: &str) -> String {
+    format!(
+        r#"
+[[agents]]
+id = "tooly"
+provider = "up"
+model = "gpt-test-model"
+tools = [{agent_tools}]
+max_steps = 4
+{extra}
+"#
+    )
+}
+
+#[tokio::test]
+async fn the_model_calls_two_tools_in_one_step_and_answers_with_their_results() {
+    let upstream = tool_upstream(
+        vec![
+            ("calculator", r#"{"expression":"6*7"}"#.into()),
+            ("clock", "{}".into()),
+        ],
+        false,
+    )
+    .await;
+    let app = spawn_app_with(Options {
+        upstream: Some(format!("{}/v1", upstream.uri())),
+        extra_toml: tools_toml(r#""calculator", "clock""#, ""),
+        ..Default::default()
+    })
+    .await;
+    let (status, body) = app
+        .say("p", "tooly", "what is 6*7 and the time?", None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let text = text_of(&body);
+    assert!(text.starts_with("tools said: 42 | 20"), "{text}");
+    let reasoning = &body["response"]["messages"][0]["reasoning"][0]["data"];
+    assert_eq!(reasoning[0]["type"], "toolCall");
+    assert_eq!(reasoning[0]["toolCall"]["name"], "calculator");
+    assert_eq!(reasoning[0]["toolCall"]["toolType"], "builtin");
+    assert_eq!(
+        reasoning[0]["toolCall"]["input"],
+        json!({"expression": "6*7"})
+    );
+    assert_eq!(
+        reasoning[0]["toolCall"]["result"],
+        json!({"content": "42", "isError": false})
+    );
+    assert_eq!(reasoning[1]["toolCall"]["name"], "clock");
+
+    let bodies = received_bodies(&upstream).await;
+    assert_eq!(bodies.len(), 2);
+    let offered: Vec<&str> = bodies[0]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["function"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(offered, ["calculator", "clock"]);
+    assert_eq!(
+        bodies[0]["tools"][0]["function"]["parameters"]["required"],
+        json!(["expression"])
+    );
+    let second = bodies[1]["messages"].as_array().unwrap();
+    // The agent has no system prompt: user, assistant (2 calls), 2 tool results.
+    assert_eq!(second[1]["role"], "assistant");
+    assert_eq!(second[1]["tool_calls"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        second[2],
+        json!({"role": "tool", "content": "42", "tool_call_id": "call_1_0"})
+    );
+    assert_eq!(second.len(), 4);
+
+    // The conversation continues from the cursor with the tool exchange in its history.
+    let (status, next) = app
+        .say("p", "tooly", "thanks", Some(&cursor_of(&body)))
+        .await;
+    assert_eq!(status, 200, "{next}");
+    let third = &received_bodies(&upstream).await[2]["messages"];
+    assert_eq!(
+        third.as_array().unwrap().len(),
+        6,
+        "user, calls, 2 results, answer, user"
+    );
+}
+
+#[tokio::test]
+async fn an_endless_tool_loop_stops_at_the_step_limit_with_a_valid_cursor() {
+    let upstream = tool_upstream(vec![("clock", "{}".into())], true).await;
+    let app = spawn_app_with(Options {
+        upstream: Some(format!("{}/v1", upstream.uri())),
+        extra_toml: tools_toml(r#""clock""#, ""),
+        ..Default::default()
+    })
+    .await;
+    let (status, body) = app.say("p", "tooly", "loop forever", None).await;
+    assert_eq!(status, 200, "{body}");
+    let msg = &body["response"]["messages"][0];
+    assert_eq!(
+        msg["data"],
+        json!([{"type": "stopReason", "value": "max_steps"}])
+    );
+    assert!(
+        msg["content"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("limit of steps"),
+        "{msg}"
+    );
+    assert_eq!(
+        received_bodies(&upstream).await.len(),
+        4,
+        "max_steps model calls"
+    );
+    let (status, _) = app
+        .say("p", "tooly", "go on", Some(&cursor_of(&body)))
+        .await;
+    assert_eq!(status, 200);
+
+    let (status, quant) = app
+        .quant_post("acme/ai/agents/tooly/chat", &json!({"message": "loop"}))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(quant["response"]["stopReason"], "max_steps");
+    assert_eq!(
+        quant["response"]["toolResults"].as_array().unwrap().len(),
+        4
+    );
+    assert_eq!(quant["response"]["toolResults"][0]["toolName"], "clock");
+}
+
+/// The "orders" service an HTTP tool calls.
+async fn orders_service() -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path_regex("^/orders/slow$"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_string("late")
+                .set_delay(Duration::from_secs(3)),
+        )
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path_regex("^/orders/broken$"))
+        .respond_with(ResponseTemplate::new(500).set_body_string("database down"))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path_regex("^/orders/huge$"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("x".repeat(5000)))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path_regex("^/orders/.+$"))
+        .respond_with(|req: &Request| {
+            ResponseTemplate::new(200).set_body_string(format!("order at {}", req.url.path()))
+        })
+        .mount(&server)
+        .await;
+    server
+}
+
+async fn http_tool_app(orders: &MockServer, upstream: &MockServer) -> TestApp {
+    let tool = format!(
+        r#"
+[[tools]]
+name = "lookup_order"
+kind = "http"
+description = "Look up an order by id"
+method = "GET"
+url = "{}/orders/{{order_id}}"
+parameters = {{ type = "object", properties = {{ order_id = {{ type = "string" }}, verbose = {{ type = "boolean" }} }}, required = ["order_id"] }}
+headers = {{ authorization = "env:TEST_UPSTREAM_KEY" }}
+timeout_ms = 500
+max_response_bytes = 1000
+"#,
+        orders.uri()
+    );
+    spawn_app_with(Options {
+        upstream: Some(format!("{}/v1", upstream.uri())),
+        extra_toml: format!("{}{tool}", tools_toml(r#""lookup_order""#, "")),
+        ..Default::default()
+    })
+    .await
+}
+
+async fn one_lookup(order_id: &str) -> (TestApp, MockServer, MockServer, Value) {
+    let orders = orders_service().await;
+    let upstream = tool_upstream(
+        vec![(
+            "lookup_order",
+            json!({"order_id": order_id, "verbose": true}).to_string(),
+        )],
+        false,
+    )
+    .await;
+    let app = http_tool_app(&orders, &upstream).await;
+    let (status, body) = app.say("p", "tooly", "where is my order?", None).await;
+    assert_eq!(status, 200, "{body}");
+    (app, orders, upstream, body)
+}
+
+#[tokio::test]
+async fn an_http_tool_calls_the_service_with_encoded_path_values_headers_and_an_idempotency_key() {
+    let (app, orders, upstream, body) = one_lookup("a/../b c").await;
+    assert_eq!(
+        text_of(&body),
+        "tools said: order at /orders/a%2F..%2Fb%20c"
+    );
+    let requests = orders.received_requests().await.unwrap();
+    assert_eq!(requests.len(), 1);
+    let req = &requests[0];
+    assert_eq!(req.url.query(), Some("verbose=true"));
+    assert_eq!(req.headers["authorization"], "sk-test-secret-key-123");
+    let key = req.headers["idempotency-key"].to_str().unwrap().to_owned();
+    assert_eq!(key.len(), 43, "base64url of a SHA-256");
+
+    // The same question in a new conversation is another operation: another key.
+    let _ = upstream;
+    let (status, _) = app.say("p", "tooly", "where is my order?", None).await;
+    assert_eq!(status, 200);
+    let again = orders.received_requests().await.unwrap();
+    assert_ne!(
+        again[1].headers["idempotency-key"], key,
+        "a new conversation gets a new key"
+    );
+}
+
+#[tokio::test]
+async fn a_replayed_turn_sends_the_same_idempotency_key() {
+    let orders = orders_service().await;
+    let upstream =
+        tool_upstream(vec![("lookup_order", r#"{"order_id":"42"}"#.into())], false).await;
+    let app = http_tool_app(&orders, &upstream).await;
+    let (_, first) = app.say("p", "tooly", "hello", None).await;
+    let cursor = cursor_of(&first);
+    // An SDK or load-balancer retry replays the same cursor and message.
+    app.say("p", "tooly", "look up order 42", Some(&cursor))
+        .await;
+    app.say("p", "tooly", "look up order 42", Some(&cursor))
+        .await;
+    let keys: Vec<String> = orders
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.headers["idempotency-key"].to_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(keys.len(), 3);
+    assert_eq!(keys[1], keys[2], "replays of one turn share the key");
+    assert_ne!(keys[0], keys[1], "another turn has another key");
+}
+
+#[tokio::test]
+async fn http_tool_failures_reach_the_model_as_tool_errors() {
+    for (order, expected) in [
+        ("slow", "did not answer within 500 ms"),
+        ("broken", "the service answered 500: database down"),
+        ("..", "may not be empty"),
+    ] {
+        let (_, _, _, body) = one_lookup(order).await;
+        let call = &body["response"]["messages"][0]["reasoning"][0]["data"][0]["toolCall"];
+        assert_eq!(call["result"]["isError"], true, "{order}: {call}");
+        assert!(
+            call["result"]["content"]
+                .as_str()
+                .unwrap()
+                .contains(expected),
+            "{order}: {call}"
+        );
+    }
+    let (_, _, _, body) = one_lookup("huge").await;
+    let content = body["response"]["messages"][0]["reasoning"][0]["data"][0]["toolCall"]["result"]
+        ["content"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        content.starts_with(&"x".repeat(1000))
+            && content.ends_with("[truncated: the response was longer than 1000 bytes]"),
+        "{content}"
+    );
+}
+
+#[tokio::test]
+async fn expose_controls_what_clients_see_of_a_run() {
+    let upstream = tool_upstream(
+        vec![
+            ("calculator", r#"{"expression":"1+1"}"#.into()),
+            ("clock", "{}".into()),
+        ],
+        false,
+    )
+    .await;
+    let extra = r#"
+[[tools]]
+name = "calculator"
+kind = "builtin"
+expose = "input"
+
+[[tools]]
+name = "clock"
+kind = "builtin"
+expose = "none"
+"#;
+    let app = spawn_app_with(Options {
+        upstream: Some(format!("{}/v1", upstream.uri())),
+        extra_toml: format!("{}{extra}", tools_toml(r#""calculator", "clock""#, "")),
+        ..Default::default()
+    })
+    .await;
+    let (_, body) = app.say("p", "tooly", "x", None).await;
+    let data = body["response"]["messages"][0]["reasoning"][0]["data"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(data.len(), 1, "clock is not reported");
+    assert_eq!(data[0]["toolCall"]["input"], json!({"expression": "1+1"}));
+    assert!(data[0]["toolCall"].get("result").is_none());
+    let (_, quant) = app
+        .quant_post("acme/ai/agents/tooly/chat", &json!({"message": "x"}))
+        .await;
+    assert_eq!(
+        quant["toolResults"],
+        json!([{"toolName": "calculator", "toolUseId": "call_1_0", "input": {"expression": "1+1"}}])
+    );
+}
