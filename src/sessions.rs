@@ -195,6 +195,7 @@ pub async fn chat(app: &AppState, turn: ChatTurn) -> Result<ChatReply, ApiError>
     let input = TurnInput {
         messages: vec![HistoryItem::user_text(turn.message.clone())],
         system_extra: turn.system.clone(),
+        client_tools: Vec::new(),
     };
     let TurnOutcome {
         mut state,

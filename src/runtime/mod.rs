@@ -11,7 +11,10 @@ use futures_util::{Stream, StreamExt};
 use tokio::time::{Instant, timeout_at};
 
 use crate::agent::AgentSpec;
-use crate::domain::{AssistantPart, ConversationState, HistoryItem, StopReason, ToolCall, Usage};
+use crate::domain::{
+    AssistantPart, ConversationState, HistoryItem, PendingAction, PendingKind, StopReason,
+    ToolCall, Usage,
+};
 use crate::llm::{ChatRequest, FinishReason, Provider, ProviderError, ProviderEvent};
 use crate::tools::{ToolContext, ToolRegistry, ToolRun, ToolSpec, idempotency_key};
 
@@ -21,6 +24,8 @@ pub struct TurnInput {
     pub messages: Vec<HistoryItem>,
     /// Appended to the agent's system prompt for this call only (Quant `system`).
     pub system_extra: Option<String>,
+    /// Tools the client runs itself (Cognite `actions`), offered beside the agent's.
+    pub client_tools: Vec<ToolSpec>,
 }
 
 /// The end of a successful turn.
@@ -47,7 +52,13 @@ pub enum RuntimeError {
 pub enum RunEvent {
     TextDelta(String),
     ToolCall(ToolCall),
-    ToolResult { id: String, name: String, ok: bool },
+    ToolResult {
+        id: String,
+        name: String,
+        ok: bool,
+    },
+    /// A client tool call handed back to the client; the turn stops after it.
+    Action(PendingAction),
     Usage(Usage),
     Done(Box<TurnOutcome>),
     Error(RuntimeError),
@@ -81,7 +92,13 @@ pub fn run_turn(
             Some(extra) if !extra.is_empty() => extra.clone(),
             _ => agent.system_prompt.clone(),
         };
-        let offered: Vec<&ToolSpec> = agent.tools.iter().filter_map(|t| tools.spec(t)).collect();
+        let mut offered: Vec<&ToolSpec> = agent.tools.iter().filter_map(|t| tools.spec(t)).collect();
+        offered.extend(input.client_tools.iter());
+        let client_validators: Vec<(&str, Option<jsonschema::Validator>)> = input
+            .client_tools
+            .iter()
+            .map(|t| (t.name.as_str(), jsonschema::validator_for(&t.parameters).ok()))
+            .collect();
         state.history.extend(input.messages);
         state.turn += 1;
         state.cfg.clone_from(&agent.cfg_hash);
@@ -152,7 +169,41 @@ pub fn run_turn(
             for call in &calls {
                 yield RunEvent::ToolCall(call.clone());
             }
-            let runs = futures_util::future::join_all(calls.iter().enumerate().map(|(position, call)| {
+            // Client tool calls go back to the client (or, with bad arguments, to the model).
+            let mut pending = Vec::new();
+            let mut server_calls = Vec::new();
+            for (position, call) in calls.iter().enumerate() {
+                match client_validators.iter().find(|(name, _)| *name == call.name) {
+                    None => server_calls.push((position, call)),
+                    Some((_, validator)) => {
+                        let problem = match serde_json::from_str::<serde_json::Value>(if call.arguments.trim().is_empty() { "{}" } else { &call.arguments }) {
+                            Err(e) => Some(format!("the arguments are not valid JSON: {e}")),
+                            Ok(args) => validator
+                                .as_ref()
+                                .and_then(|v| v.iter_errors(&args).next().map(|e| format!("the arguments do not match the tool's schema: {e}"))),
+                        };
+                        match problem {
+                            Some(message) => {
+                                yield RunEvent::ToolResult { id: call.id.clone(), name: call.name.clone(), ok: false };
+                                state.history.push(HistoryItem::ToolResult {
+                                    call_id: call.id.clone(),
+                                    name: call.name.clone(),
+                                    content: message,
+                                    is_error: true,
+                                });
+                            }
+                            None => pending.push(PendingAction {
+                                action_id: uuid::Uuid::new_v4().to_string(),
+                                kind: PendingKind::ClientTool,
+                                call_id: call.id.clone(),
+                                name: call.name.clone(),
+                                arguments: call.arguments.clone(),
+                            }),
+                        }
+                    }
+                }
+            }
+            let runs = futures_util::future::join_all(server_calls.into_iter().map(|(position, call)| {
                 let args: serde_json::Value = serde_json::from_str(&call.arguments).unwrap_or(serde_json::Value::Null);
                 let ctx = ToolContext {
                     idempotency_key: idempotency_key(&state.id, state.turn, &call.name, &args, position),
@@ -169,6 +220,14 @@ pub fn run_turn(
                     is_error: run.is_error,
                 });
                 tool_runs.push(run);
+            }
+            if !pending.is_empty() {
+                for action in &pending {
+                    yield RunEvent::Action(action.clone());
+                }
+                state.pending = pending;
+                stop_reason = StopReason::ClientAction;
+                break 'steps;
             }
             if Instant::now() >= deadline {
                 stop_reason = StopReason::Deadline;

@@ -71,6 +71,7 @@ async fn a_turn_streams_deltas_then_usage_then_done_with_the_new_state() {
     let input = TurnInput {
         messages: vec![HistoryItem::user_text("hello there")],
         system_extra: None,
+        client_tools: Vec::new(),
     };
     let events: Vec<RunEvent> = run_turn(
         cx(agent("be nice", 60), Arc::new(ScriptedProvider)),
@@ -114,6 +115,7 @@ async fn the_system_prompt_and_extra_go_to_the_provider_never_into_the_state() {
     let input = TurnInput {
         messages: vec![HistoryItem::user_text("c")],
         system_extra: Some("extra".into()),
+        client_tools: Vec::new(),
     };
     let outcome = run_to_end(run_turn(cx(agent("base", 60), rec.clone()), state, input))
         .await
@@ -131,6 +133,7 @@ async fn a_turn_past_its_deadline_stops_with_a_consistent_history() {
     let input = TurnInput {
         messages: vec![HistoryItem::user_text("x")],
         system_extra: None,
+        client_tools: Vec::new(),
     };
     let outcome = run_to_end(run_turn(
         cx(agent("", 2), Arc::new(Slow)),
@@ -221,6 +224,7 @@ fn ask(text: &str) -> TurnInput {
     TurnInput {
         messages: vec![HistoryItem::user_text(text)],
         system_extra: None,
+        client_tools: Vec::new(),
     }
 }
 
@@ -250,6 +254,7 @@ async fn tool_calls_run_in_parallel_and_their_results_go_back_to_the_model() {
             RunEvent::Usage(_) => "usage",
             RunEvent::Done(_) => "done",
             RunEvent::Error(_) => "error",
+            RunEvent::Action(_) => "action",
         })
         .collect();
     assert_eq!(

@@ -89,8 +89,32 @@ async fn invalid_requests_get_cognite_error_bodies() {
         (
             json!({"agentExternalId": "echo", "messages": [{"role": "action", "type": "clientTool", "actionId": "a", "content": {"type": "text", "text": "3"}, "data": []}]}),
             400,
+            "invalid_request",
+            "does not match any action",
+        ),
+        (
+            json!({"agentExternalId": "echo", "messages": [msg("x")], "actions": (0..11).map(|i| json!({"type": "clientTool", "clientTool": {"name": format!("t{i}")}})).collect::<Vec<_>>()}),
+            400,
+            "invalid_request",
+            "at most 10 actions",
+        ),
+        (
+            json!({"agentExternalId": "echo", "messages": [msg("x")], "actions": [{"type": "clientTool", "clientTool": {"name": "bad name"}}]}),
+            400,
+            "invalid_request",
+            "must match",
+        ),
+        (
+            json!({"agentExternalId": "echo", "messages": [msg("x")], "actions": [{"type": "clientTool", "clientTool": {"name": "f", "parameters": {"type": "string"}}}]}),
+            400,
+            "invalid_request",
+            "JSON Schema for an object",
+        ),
+        (
+            json!({"agentExternalId": "echo", "messages": [{"role": "action", "type": "userSession", "actionId": "a", "nonce": "n"}]}),
+            400,
             "actions_not_supported",
-            "action results",
+            "\"userSession\"",
         ),
         (
             json!({"agentExternalId": "echo", "messages": [msg("x")], "cursor": 5}),
@@ -140,7 +164,7 @@ async fn exact_error_bodies_are_pinned() {
     insta::assert_snapshot!(body, @r#"{"error":{"code":404,"message":"agent \"missing\" not found","type":"agent_not_found","requestId":"req-1","missing":[{"externalId":"missing"}]}}"#);
     let (status, body) = post_raw(&app, r#"{"agentExternalId":"echo","messages":[{"role":"action","type":"toolConfirmation","actionId":"a","status":"ALLOW"}]}"#).await;
     assert_eq!(status, 400);
-    insta::assert_snapshot!(body, @r#"{"error":{"code":400,"message":"messages[0]: action results are not supported by this gateway yet","type":"actions_not_supported","requestId":"req-1"}}"#);
+    insta::assert_snapshot!(body, @r#"{"error":{"code":400,"message":"messages[0]: \"toolConfirmation\" action results are not supported by this gateway","type":"actions_not_supported","requestId":"req-1"}}"#);
 }
 
 /// An upstream answering every call with `template`.

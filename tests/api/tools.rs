@@ -44,7 +44,7 @@ impl Respond for ToolCaller {
     }
 }
 
-async fn tool_upstream(calls: Vec<(&'static str, String)>, endless: bool) -> MockServer {
+pub async fn tool_upstream(calls: Vec<(&'static str, String)>, endless: bool) -> MockServer {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .and(path("/v1/chat/completions"))
@@ -381,4 +381,107 @@ expose = "none"
         quant["toolResults"],
         json!([{"toolName": "calculator", "toolUseId": "call_1_0", "input": {"expression": "1+1"}}])
     );
+}
+
+fn add_action() -> Value {
+    json!({"type": "clientTool", "clientTool": {"name": "add", "description": "Add two numbers",
+        "parameters": {"type": "object", "properties": {"a": {"type": "number"}, "b": {"type": "number"}}, "required": ["a", "b"]}}})
+}
+
+async fn client_tool_app(args: &str) -> (TestApp, MockServer) {
+    let upstream = tool_upstream(vec![("add", args.into())], false).await;
+    let app = spawn_app_with(Options {
+        upstream: Some(format!("{}/v1", upstream.uri())),
+        extra_toml: tools_toml(r#""calculator""#, ""),
+        ..Default::default()
+    })
+    .await;
+    (app, upstream)
+}
+
+#[tokio::test]
+async fn a_client_tool_call_goes_to_the_client_and_its_result_back_to_the_model() {
+    let (app, upstream) = client_tool_app(r#"{"a":1,"b":2}"#).await;
+    let res = app
+        .chat("p", &json!({"agentExternalId": "tooly", "messages": [text_message("1+2?")], "actions": [add_action()]}))
+        .await;
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    let actions = &body["response"]["messages"][0]["actions"];
+    assert_eq!(actions.as_array().unwrap().len(), 1, "{body}");
+    assert_eq!(actions[0]["type"], "clientTool");
+    assert_eq!(
+        actions[0]["clientTool"],
+        json!({"name": "add", "arguments": r#"{"a":1,"b":2}"#})
+    );
+    let action_id = actions[0]["actionId"].as_str().unwrap().to_owned();
+    let offered = &received_bodies(&upstream).await[0]["tools"];
+    assert_eq!(
+        offered[1]["function"]["name"], "add",
+        "client tools are offered beside the agent's"
+    );
+    let cursor = cursor_of(&body);
+
+    // Unanswered, forged or mismatched answers are refused without touching the conversation.
+    for (messages, fragment) in [
+        (
+            json!([text_message("ignore it")]),
+            "waiting for the result of action",
+        ),
+        (
+            json!([{"role": "action", "type": "clientTool", "actionId": "forged", "content": {"type": "text", "text": "3"}, "data": []}]),
+            "does not match any action",
+        ),
+    ] {
+        let res = app.chat("p", &json!({"agentExternalId": "tooly", "cursor": cursor, "messages": messages, "actions": [add_action()]})).await;
+        assert_eq!(res.status(), 400);
+        let err: Value = res.json().await.unwrap();
+        assert!(
+            err["error"]["message"].as_str().unwrap().contains(fragment),
+            "{err}"
+        );
+    }
+
+    let answer = json!({"role": "action", "type": "clientTool", "actionId": action_id, "content": {"type": "text", "text": "3"}, "data": []});
+    let res = app.chat("p", &json!({"agentExternalId": "tooly", "cursor": cursor, "messages": [answer], "actions": [add_action()]})).await;
+    assert_eq!(res.status(), 200);
+    let done: Value = res.json().await.unwrap();
+    assert_eq!(text_of(&done), "tools said: 3");
+    assert!(done["response"]["messages"][0].get("actions").is_none());
+    let last = received_bodies(&upstream).await;
+    let msgs = last.last().unwrap()["messages"].as_array().unwrap().clone();
+    assert_eq!(
+        msgs.last().unwrap(),
+        &json!({"role": "tool", "content": "3", "tool_call_id": "call_1_0"})
+    );
+}
+
+#[tokio::test]
+async fn client_tool_arguments_that_fail_the_schema_go_back_to_the_model() {
+    let (app, _upstream) = client_tool_app(r#"{"a":"one"}"#).await;
+    let res = app
+        .chat("p", &json!({"agentExternalId": "tooly", "messages": [text_message("x")], "actions": [add_action()]}))
+        .await;
+    let body: Value = res.json().await.unwrap();
+    assert!(
+        body["response"]["messages"][0].get("actions").is_none(),
+        "{body}"
+    );
+    assert!(
+        text_of(&body).starts_with("tools said: the arguments do not match"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn a_client_tool_may_not_shadow_a_server_tool() {
+    let (app, _upstream) = client_tool_app("{}").await;
+    let res = app
+        .chat(
+            "p",
+            &json!({"agentExternalId": "tooly", "messages": [text_message("x")],
+            "actions": [{"type": "clientTool", "clientTool": {"name": "calculator"}}]}),
+        )
+        .await;
+    assert_eq!(res.status(), 400);
 }

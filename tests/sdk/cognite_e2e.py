@@ -8,6 +8,7 @@ import sys
 from cognite.client import ClientConfig, CogniteClient, global_config
 from cognite.client.credentials import Token
 from cognite.client.data_classes.agents import Message
+from cognite.client.data_classes.agents.chat import ClientToolAction, ClientToolCall, ClientToolResult
 from cognite.client.exceptions import CogniteAPIError, CogniteNotFoundError
 
 global_config.disable_pypi_version_check = True
@@ -50,5 +51,25 @@ except CogniteAPIError as e:
     assert e.code == 400, e.code
     assert "cursor" in e.message, e.message
     assert e.extra.get("type") == "invalid_cursor", e.extra
+
+# A client tool round trip: the agent asks the client to run `add`.
+add = ClientToolAction(
+    name="add",
+    description="Add two numbers",
+    parameters={"type": "object", "properties": {"a": {"type": "number"}, "b": {"type": "number"}}, "required": ["a", "b"]},
+)
+asked = client.agents.chat(agent_external_id="gpt", messages=Message("What is 1 + 2?"), actions=[add])
+assert asked.action_calls and len(asked.action_calls) == 1, asked.dump()
+call = asked.action_calls[0]
+assert isinstance(call, ClientToolCall), call
+assert call.name == "add" and call.arguments == {"a": 1, "b": 2}, call
+answered = client.agents.chat(
+    agent_external_id="gpt",
+    messages=ClientToolResult(action_id=call.action_id, content=str(call.arguments["a"] + call.arguments["b"])),
+    cursor=asked.cursor,
+    actions=[add],
+)
+assert answered.text == "tools said: 3", answered.text
+assert not answered.action_calls
 
 print("ALL OK")

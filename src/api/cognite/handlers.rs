@@ -5,17 +5,17 @@ use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::error::CogniteError;
 use super::wire::{
-    AgentContent, AgentMessage, ChatRequest, ChatResponse, Reasoning, ResponseBody, TextContent,
+    ActionAnswer, AgentContent, AgentMessage, ChatRequest, ChatResponse, ClientTool, Reasoning,
+    ResponseBody, TextContent,
 };
 use crate::api::report;
 use crate::api::{AppState, body, request_id};
 use crate::auth;
 use crate::cursor::CursorContext;
-use crate::domain::ConversationState;
-use crate::domain::StopReason;
+use crate::domain::{ConversationState, HistoryItem, PendingAction, StopReason};
 use crate::error::{ApiError, ErrorCode};
 use crate::runtime::{TurnInput, run_to_end, run_turn};
-use crate::tools::ToolRun;
+use crate::tools::{Expose, ToolRun, ToolSpec};
 
 pub async fn chat_in_project(
     req: HttpRequest,
@@ -57,12 +57,8 @@ async fn chat(
     state: &AppState,
 ) -> Result<HttpResponse, ApiError> {
     let principal = auth::authenticate(&state.settings.auth, req, project)?;
-    let raw = body::read(req, payload, state.settings.server.max_body_bytes).await?;
-    let request: ChatRequest = serde_json::from_slice(&raw).map_err(|e| {
-        ApiError::invalid(format!(
-            "the request body is not valid JSON for this API: {e}"
-        ))
-    })?;
+    let request: ChatRequest =
+        body::read_json(req, payload, state.settings.server.max_body_bytes).await?;
     let chat = request.validate()?;
     let span = tracing::Span::current();
     span.record("project", project);
@@ -76,7 +72,17 @@ async fn chat(
         subject: &principal.subject,
     };
     let now = state.clock.now();
-    let conversation = match chat.cursor.as_deref() {
+    if let Some(t) = chat
+        .client_tools
+        .iter()
+        .find(|t| agent.tools.contains(&t.name))
+    {
+        return Err(ApiError::invalid(format!(
+            "the client tool {:?} has the name of one of the agent's server tools",
+            t.name
+        )));
+    }
+    let mut conversation = match chat.cursor.as_deref() {
         Some(token) => state.codec.open(token, &ctx, now).map_err(|e| {
             tracing::info!(reason = %e, "cursor refused");
             ApiError::from(e)
@@ -89,9 +95,12 @@ async fn chat(
         );
     }
 
+    let mut messages = answer_pending(&mut conversation, chat.answers)?;
+    messages.extend(chat.messages);
     let input = TurnInput {
-        messages: chat.messages,
+        messages,
         system_extra: None,
+        client_tools: chat.client_tools.into_iter().map(client_spec).collect(),
     };
     let outcome = run_to_end(run_turn(cx, conversation, input))
         .await
@@ -116,6 +125,7 @@ async fn chat(
                 &outcome.reply,
                 outcome.stop_reason,
                 &outcome.tool_runs,
+                &new_state.pending,
             )],
         },
     }))
@@ -123,7 +133,12 @@ async fn chat(
 
 /// The agent message: the answer, a notice and a `stopReason` data item on a
 /// limit stop, and each exposed server tool run as a `toolCall` reasoning item.
-fn agent_message<'a>(reply: &'a str, stop: StopReason, tool_runs: &[ToolRun]) -> AgentMessage<'a> {
+fn agent_message<'a>(
+    reply: &'a str,
+    stop: StopReason,
+    tool_runs: &[ToolRun],
+    pending: &[PendingAction],
+) -> AgentMessage<'a> {
     let text = |text| TextContent { kind: "text", text };
     let notice = report::limit_notice(stop);
     let content = match notice {
@@ -154,10 +169,75 @@ fn agent_message<'a>(reply: &'a str, stop: StopReason, tool_runs: &[ToolRun]) ->
             data: calls,
         }]
     };
+    let actions = pending
+        .iter()
+        .map(|p| {
+            serde_json::json!({
+                "type": "clientTool",
+                "actionId": p.action_id,
+                "clientTool": {"name": p.name, "arguments": p.arguments},
+            })
+        })
+        .collect();
     AgentMessage {
         role: "agent",
         content,
+        actions,
         data,
         reasoning,
+    }
+}
+
+/// The tool results that answer the conversation's pending client actions.
+/// Every pending action must be answered, and only pending actions may be.
+fn answer_pending(
+    conversation: &mut ConversationState,
+    answers: Vec<ActionAnswer>,
+) -> Result<Vec<HistoryItem>, ApiError> {
+    for a in &answers {
+        if !conversation
+            .pending
+            .iter()
+            .any(|p| p.action_id == a.action_id)
+        {
+            return Err(ApiError::invalid(format!(
+                "actionId {:?} does not match any action this conversation is waiting for",
+                a.action_id
+            )));
+        }
+    }
+    if let Some(p) = conversation
+        .pending
+        .iter()
+        .find(|p| !answers.iter().any(|a| a.action_id == p.action_id))
+    {
+        return Err(ApiError::invalid(format!(
+            "the conversation is waiting for the result of action {:?} ({} {}); send it as a message with role \"action\"",
+            p.action_id, "clientTool", p.name
+        )));
+    }
+    let pending = std::mem::take(&mut conversation.pending);
+    Ok(pending
+        .into_iter()
+        .filter_map(|p| {
+            let answer = answers.iter().find(|a| a.action_id == p.action_id)?;
+            Some(HistoryItem::ToolResult {
+                call_id: p.call_id,
+                name: p.name,
+                content: answer.content.clone(),
+                is_error: false,
+            })
+        })
+        .collect())
+}
+
+fn client_spec(t: ClientTool) -> ToolSpec {
+    ToolSpec {
+        name: t.name,
+        description: t.description,
+        parameters: t.parameters,
+        tool_type: "clientTool",
+        timeout: std::time::Duration::ZERO,
+        expose: Expose::Full,
     }
 }

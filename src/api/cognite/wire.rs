@@ -25,9 +25,28 @@ pub struct ChatRequest {
     pub messages: Option<Vec<Message>>,
     #[serde(default)]
     pub cursor: Option<String>,
-    /// Client tool definitions; accepted and not yet offered to the model.
+    /// Client tool definitions, re-sent by the client every turn.
     #[serde(default)]
-    pub actions: Option<Vec<serde::de::IgnoredAny>>,
+    pub actions: Option<Vec<WireAction>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WireAction {
+    #[serde(rename = "type", default)]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub client_tool: Option<WireClientTool>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct WireClientTool {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub parameters: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -37,6 +56,13 @@ pub struct Message {
     pub role: Option<String>,
     #[serde(default)]
     pub content: Option<Content>,
+    /// Action results: `clientTool` (or `toolConfirmation`, `userSession`).
+    #[serde(rename = "type", default)]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub action_id: Option<String>,
+    #[serde(default)]
+    pub data: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -59,12 +85,98 @@ pub struct ContentItem {
     pub media_type: Option<String>,
 }
 
+pub const MAX_ACTIONS: usize = 10;
+
 /// A validated chat request.
 #[derive(Debug)]
 pub struct ValidChat {
     pub agent: String,
     pub cursor: Option<String>,
+    /// New user messages, in order.
     pub messages: Vec<HistoryItem>,
+    /// Answers to pending client tool calls.
+    pub answers: Vec<ActionAnswer>,
+    /// Client tools offered this turn.
+    pub client_tools: Vec<ClientTool>,
+}
+
+/// The client's result for one pending `clientTool` action.
+#[derive(Debug, Clone)]
+pub struct ActionAnswer {
+    pub action_id: String,
+    pub content: String,
+}
+
+/// A client tool definition, checked.
+#[derive(Debug, Clone)]
+pub struct ClientTool {
+    pub name: String,
+    pub description: String,
+    pub parameters: serde_json::Value,
+}
+
+fn client_tool(i: usize, a: WireAction) -> Result<ClientTool, ApiError> {
+    let at = format!("actions[{i}]");
+    match a.kind.as_deref() {
+        Some("clientTool") => {}
+        Some(other) => {
+            return Err(ApiError::invalid(format!(
+                "{at}.type {other:?} is not supported; use \"clientTool\""
+            )));
+        }
+        None => return Err(ApiError::invalid(format!("{at}.type is required"))),
+    }
+    let t = a
+        .client_tool
+        .ok_or_else(|| ApiError::invalid(format!("{at}.clientTool is required")))?;
+    let name = t
+        .name
+        .ok_or_else(|| ApiError::invalid(format!("{at}.clientTool.name is required")))?;
+    let valid = (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if !valid {
+        return Err(ApiError::invalid(format!(
+            "{at}.clientTool.name {name:?} must match ^[a-zA-Z0-9_-]{{1,64}}$"
+        )));
+    }
+    let parameters = t
+        .parameters
+        .unwrap_or_else(|| serde_json::json!({"type": "object", "properties": {}}));
+    let is_object_schema = parameters.is_object()
+        && parameters.get("type").is_none_or(|ty| ty == "object")
+        && jsonschema::validator_for(&parameters).is_ok();
+    if !is_object_schema {
+        return Err(ApiError::invalid(format!(
+            "{at}.clientTool.parameters must be a JSON Schema for an object"
+        )));
+    }
+    Ok(ClientTool {
+        name,
+        description: t.description.unwrap_or_default(),
+        parameters,
+    })
+}
+
+/// The text of a client tool result: its text content, plus its data as JSON.
+fn answer_text(content: Option<Content>, data: Option<serde_json::Value>) -> String {
+    let mut text = match content {
+        Some(Content::One(item)) => item.text.unwrap_or_default(),
+        Some(Content::Many(items)) => items
+            .into_iter()
+            .filter_map(|i| i.text)
+            .collect::<Vec<_>>()
+            .join("\n"),
+        None => String::new(),
+    };
+    if let Some(d) = data.filter(|d| !d.is_null() && d.as_array().is_none_or(|a| !a.is_empty())) {
+        if !text.is_empty() {
+            text.push('\n');
+        }
+        text.push_str(&d.to_string());
+    }
+    text
 }
 
 impl ChatRequest {
@@ -88,29 +200,76 @@ impl ChatRequest {
                 messages.len()
             )));
         }
-        let mut images = 0;
-        let items = messages
+        let actions = self.actions.unwrap_or_default();
+        if actions.len() > MAX_ACTIONS {
+            return Err(ApiError::invalid(format!(
+                "at most {MAX_ACTIONS} actions are allowed, got {}",
+                actions.len()
+            )));
+        }
+        let client_tools = actions
             .into_iter()
             .enumerate()
-            .map(|(i, m)| user_message(i, m, &mut images))
+            .map(|(i, a)| client_tool(i, a))
             .collect::<Result<Vec<_>, _>>()?;
+        for (i, t) in client_tools.iter().enumerate() {
+            if client_tools[..i].iter().any(|o| o.name == t.name) {
+                return Err(ApiError::invalid(format!(
+                    "actions[{i}]: the client tool name {:?} is used twice",
+                    t.name
+                )));
+            }
+        }
+        let mut images = 0;
+        let mut items = Vec::new();
+        let mut answers = Vec::new();
+        for (i, m) in messages.into_iter().enumerate() {
+            if m.role.as_deref() == Some("action") {
+                answers.push(action_answer(i, m)?);
+            } else {
+                items.push(user_message(i, m, &mut images)?);
+            }
+        }
         Ok(ValidChat {
             agent,
             cursor: self.cursor,
             messages: items,
+            answers,
+            client_tools,
         })
     }
+}
+
+fn action_answer(i: usize, m: Message) -> Result<ActionAnswer, ApiError> {
+    match m.kind.as_deref() {
+        Some("clientTool") => {}
+        Some(other) => {
+            return Err(ApiError::new(
+                ErrorCode::ActionsNotSupported,
+                format!(
+                    "messages[{i}]: {other:?} action results are not supported by this gateway"
+                ),
+            ));
+        }
+        None => {
+            return Err(ApiError::invalid(format!(
+                "messages[{i}].type is required for an action result"
+            )));
+        }
+    }
+    let action_id = m
+        .action_id
+        .filter(|a| !a.is_empty())
+        .ok_or_else(|| ApiError::invalid(format!("messages[{i}].actionId is required")))?;
+    Ok(ActionAnswer {
+        action_id,
+        content: answer_text(m.content, m.data),
+    })
 }
 
 fn user_message(i: usize, m: Message, images: &mut usize) -> Result<HistoryItem, ApiError> {
     match m.role.as_deref() {
         Some("user") => {}
-        Some("action") => {
-            return Err(ApiError::new(
-                ErrorCode::ActionsNotSupported,
-                format!("messages[{i}]: action results are not supported by this gateway yet"),
-            ));
-        }
         Some(other) => {
             return Err(ApiError::invalid(format!(
                 "messages[{i}].role {other:?} is not supported; use \"user\""
@@ -211,6 +370,8 @@ pub struct ResponseBody<'a> {
 pub struct AgentMessage<'a> {
     pub role: &'static str,
     pub content: AgentContent<'a>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub actions: Vec<serde_json::Value>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub data: Vec<serde_json::Value>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
