@@ -549,12 +549,6 @@ impl Settings {
                     format!("{:?} is already taken", t.name),
                 ));
             }
-            if t.confirm {
-                return Err(invalid(
-                    key("confirm"),
-                    "tool confirmations are not supported by this version yet",
-                ));
-            }
             if t.timeout_ms == 0 || t.timeout_ms > 600_000 {
                 return Err(invalid(key("timeout_ms"), "must be 1 to 600000"));
             }

@@ -196,6 +196,9 @@ pub async fn chat(app: &AppState, turn: ChatTurn) -> Result<ChatReply, ApiError>
         messages: vec![HistoryItem::user_text(turn.message.clone())],
         system_extra: turn.system.clone(),
         client_tools: Vec::new(),
+        tool_results: Vec::new(),
+        approved: Vec::new(),
+        can_confirm: false,
     };
     let TurnOutcome {
         mut state,

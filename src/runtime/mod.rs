@@ -26,6 +26,14 @@ pub struct TurnInput {
     pub system_extra: Option<String>,
     /// Tools the client runs itself (Cognite `actions`), offered beside the agent's.
     pub client_tools: Vec<ToolSpec>,
+    /// Results answering the previous turn's pending calls (client tool results,
+    /// refused confirmations); they go right after those calls.
+    pub tool_results: Vec<HistoryItem>,
+    /// Confirmed server tool calls to run before the model is called again.
+    pub approved: Vec<ToolCall>,
+    /// Whether the caller can answer `toolConfirmation` actions; if not, a tool
+    /// that needs one fails with a tool error instead of running.
+    pub can_confirm: bool,
 }
 
 /// The end of a successful turn.
@@ -99,12 +107,36 @@ pub fn run_turn(
             .iter()
             .map(|t| (t.name.as_str(), jsonschema::validator_for(&t.parameters).ok()))
             .collect();
-        state.history.extend(input.messages);
         state.turn += 1;
         state.cfg.clone_from(&agent.cfg_hash);
         let mut usage = Usage::default();
         let mut reply = String::new();
         let mut tool_runs = Vec::new();
+        state.history.extend(input.tool_results);
+        if !input.approved.is_empty() {
+            for call in &input.approved {
+                yield RunEvent::ToolCall(call.clone());
+            }
+            let runs = futures_util::future::join_all(input.approved.iter().enumerate().map(|(position, call)| {
+                let args: serde_json::Value = serde_json::from_str(&call.arguments).unwrap_or(serde_json::Value::Null);
+                let ctx = ToolContext {
+                    idempotency_key: idempotency_key(&state.id, state.turn, &call.name, &args, position),
+                };
+                tools.run(&agent.tools, call, ctx, deadline)
+            }))
+            .await;
+            for run in runs {
+                yield RunEvent::ToolResult { id: run.call.id.clone(), name: run.call.name.clone(), ok: !run.is_error };
+                state.history.push(HistoryItem::ToolResult {
+                    call_id: run.call.id.clone(),
+                    name: run.call.name.clone(),
+                    content: run.content.clone(),
+                    is_error: run.is_error,
+                });
+                tool_runs.push(run);
+            }
+        }
+        state.history.extend(input.messages);
         let mut stop_reason = StopReason::MaxSteps;
 
         'steps: for _step in 0..agent.max_steps {
@@ -173,7 +205,25 @@ pub fn run_turn(
             let mut pending = Vec::new();
             let mut server_calls = Vec::new();
             for (position, call) in calls.iter().enumerate() {
+                let needs_confirmation = agent.tools.contains(&call.name)
+                    && tools.spec(&call.name).is_some_and(|t| t.confirm);
                 match client_validators.iter().find(|(name, _)| *name == call.name) {
+                    None if needs_confirmation && input.can_confirm => pending.push(PendingAction {
+                        action_id: uuid::Uuid::new_v4().to_string(),
+                        kind: PendingKind::ToolConfirmation,
+                        call_id: call.id.clone(),
+                        name: call.name.clone(),
+                        arguments: call.arguments.clone(),
+                    }),
+                    None if needs_confirmation => {
+                        yield RunEvent::ToolResult { id: call.id.clone(), name: call.name.clone(), ok: false };
+                        state.history.push(HistoryItem::ToolResult {
+                            call_id: call.id.clone(),
+                            name: call.name.clone(),
+                            content: "this tool needs the user's confirmation, which cannot be asked for here".into(),
+                            is_error: true,
+                        });
+                    }
                     None => server_calls.push((position, call)),
                     Some((_, validator)) => {
                         let problem = match serde_json::from_str::<serde_json::Value>(if call.arguments.trim().is_empty() { "{}" } else { &call.arguments }) {

@@ -72,6 +72,9 @@ async fn a_turn_streams_deltas_then_usage_then_done_with_the_new_state() {
         messages: vec![HistoryItem::user_text("hello there")],
         system_extra: None,
         client_tools: Vec::new(),
+        tool_results: Vec::new(),
+        approved: Vec::new(),
+        can_confirm: false,
     };
     let events: Vec<RunEvent> = run_turn(
         cx(agent("be nice", 60), Arc::new(ScriptedProvider)),
@@ -116,6 +119,9 @@ async fn the_system_prompt_and_extra_go_to_the_provider_never_into_the_state() {
         messages: vec![HistoryItem::user_text("c")],
         system_extra: Some("extra".into()),
         client_tools: Vec::new(),
+        tool_results: Vec::new(),
+        approved: Vec::new(),
+        can_confirm: false,
     };
     let outcome = run_to_end(run_turn(cx(agent("base", 60), rec.clone()), state, input))
         .await
@@ -134,6 +140,9 @@ async fn a_turn_past_its_deadline_stops_with_a_consistent_history() {
         messages: vec![HistoryItem::user_text("x")],
         system_extra: None,
         client_tools: Vec::new(),
+        tool_results: Vec::new(),
+        approved: Vec::new(),
+        can_confirm: false,
     };
     let outcome = run_to_end(run_turn(
         cx(agent("", 2), Arc::new(Slow)),
@@ -225,6 +234,9 @@ fn ask(text: &str) -> TurnInput {
         messages: vec![HistoryItem::user_text(text)],
         system_extra: None,
         client_tools: Vec::new(),
+        tool_results: Vec::new(),
+        approved: Vec::new(),
+        can_confirm: false,
     }
 }
 

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use super::{ExecutionRecord, Lease, SessionFilter, SessionRecord, Store, StoreError};
+use super::{Claim, ExecutionRecord, Lease, SessionFilter, SessionRecord, Store, StoreError};
 
 #[derive(Debug)]
 pub struct MemoryStore {
@@ -19,16 +19,19 @@ struct Inner {
     /// Waiting jobs; a taken job leaves the queue (nothing survives this process anyway).
     jobs: std::collections::VecDeque<(String, String)>,
     next_job_id: u64,
+    /// Single-use keys: (answer, result, expiry).
+    once: HashMap<String, (String, Option<String>, i64)>,
 }
 
 impl Inner {
     fn purge(&mut self, now: i64) {
         self.sessions.retain(|_, s| s.expires_at > now);
         self.executions.retain(|_, e| e.expires_at > now);
+        self.once.retain(|_, o| o.2 > now);
     }
 
     fn len(&self) -> usize {
-        self.sessions.len() + self.executions.len()
+        self.sessions.len() + self.executions.len() + self.once.len()
     }
 }
 
@@ -217,6 +220,46 @@ impl Store for MemoryStore {
     ) -> Result<Option<Lease>, StoreError> {
         // Jobs of a dead process die with it: there is nobody to reclaim from.
         Ok(None)
+    }
+
+    async fn claim_once(
+        &self,
+        key: &str,
+        answer: &str,
+        ttl_secs: u64,
+        now: i64,
+    ) -> Result<Claim, StoreError> {
+        let mut inner = self.lock()?;
+        match inner.once.get(key).filter(|o| o.2 > now) {
+            Some((a, result, _)) if a == answer => Ok(Claim::Repeat(result.clone())),
+            Some(_) => Ok(Claim::Conflict),
+            None => {
+                self.room(&mut inner, now)?;
+                inner.once.insert(
+                    key.to_owned(),
+                    (answer.to_owned(), None, now + ttl_secs as i64),
+                );
+                Ok(Claim::New)
+            }
+        }
+    }
+
+    async fn finish_once(
+        &self,
+        key: &str,
+        result: String,
+        _ttl_secs: u64,
+        _now: i64,
+    ) -> Result<(), StoreError> {
+        if let Some(o) = self.lock()?.once.get_mut(key) {
+            o.1 = Some(result);
+        }
+        Ok(())
+    }
+
+    async fn release_once(&self, key: &str) -> Result<(), StoreError> {
+        self.lock()?.once.remove(key);
+        Ok(())
     }
 
     async fn health(&self) -> (&'static str, bool) {

@@ -107,7 +107,19 @@ pub struct Lease {
     pub deliveries: u64,
 }
 
-/// Sessions with compare-and-set and TTLs; execution records with TTLs; a job queue.
+/// The state of a single-use key (a confirmation cursor) for an answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// First use: go ahead.
+    New,
+    /// The same answer again: its stored result, or `None` while the first is still running.
+    Repeat(Option<String>),
+    /// Another answer was given first.
+    Conflict,
+}
+
+/// Sessions with compare-and-set and TTLs; execution records with TTLs; a job
+/// queue; single-use keys.
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug {
     /// Insert a new session; `Exists` if the id is taken.
@@ -154,6 +166,24 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         consumer: &str,
         min_idle: std::time::Duration,
     ) -> Result<Option<Lease>, StoreError>;
+    /// Claim the single use of `key` for `answer`, for `ttl_secs`.
+    async fn claim_once(
+        &self,
+        key: &str,
+        answer: &str,
+        ttl_secs: u64,
+        now: i64,
+    ) -> Result<Claim, StoreError>;
+    /// Store the result of the claimed use, for repeats of the same answer.
+    async fn finish_once(
+        &self,
+        key: &str,
+        result: String,
+        ttl_secs: u64,
+        now: i64,
+    ) -> Result<(), StoreError>;
+    /// Give a claimed use back (the attempt failed and may be retried).
+    async fn release_once(&self, key: &str) -> Result<(), StoreError>;
     /// Backend name and whether it answers.
     async fn health(&self) -> (&'static str, bool);
 }

@@ -21,7 +21,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 use tokio::sync::Mutex;
 
-use super::{ExecutionRecord, Lease, SessionFilter, SessionRecord, Store, StoreError};
+use super::{Claim, ExecutionRecord, Lease, SessionFilter, SessionRecord, Store, StoreError};
 
 const OP_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a principal's session index lives after its last write.
@@ -79,6 +79,19 @@ return {e[1], job_field(e[2]), p[1][4]}
 ";
 
 const GROUP: &str = "workers";
+
+const CLAIM: &str = r"
+local a = redis.call('HGET', KEYS[1], 'a')
+if not a then
+  redis.call('HSET', KEYS[1], 'a', ARGV[1])
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return {'new', ''}
+end
+if a ~= ARGV[1] then return {'conflict', ''} end
+local r = redis.call('HGET', KEYS[1], 'r')
+if not r then return {'pending', ''} end
+return {'repeat', r}
+";
 
 pub struct RedisStore {
     client: redis::Client,
@@ -160,6 +173,10 @@ impl RedisStore {
 
     fn execution_key(&self, id: &str) -> String {
         format!("{}:e:{id}", self.prefix)
+    }
+
+    fn once_key(&self, key: &str) -> String {
+        format!("{}:o:{key}", self.prefix)
     }
 
     fn jobs_key(&self) -> String {
@@ -477,6 +494,57 @@ impl Store for RedisStore {
             payload,
             deliveries,
         }))
+    }
+
+    async fn claim_once(
+        &self,
+        key: &str,
+        answer: &str,
+        ttl_secs: u64,
+        _now: i64,
+    ) -> Result<Claim, StoreError> {
+        let (k, answer) = (self.once_key(key), answer.to_owned());
+        let (state, result): (String, String) = self
+            .run(|mut c| async move {
+                Script::new(CLAIM)
+                    .key(k)
+                    .arg(answer)
+                    .arg(ttl_secs * 1000)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(match state.as_str() {
+            "new" => Claim::New,
+            "conflict" => Claim::Conflict,
+            "pending" => Claim::Repeat(None),
+            _ => Claim::Repeat(Some(result)),
+        })
+    }
+
+    async fn finish_once(
+        &self,
+        key: &str,
+        result: String,
+        ttl_secs: u64,
+        _now: i64,
+    ) -> Result<(), StoreError> {
+        let k = self.once_key(key);
+        self.run(|mut c| async move {
+            let _: i64 = c.hset(&k, "r", result).await?;
+            let _: i64 = c.pexpire(&k, (ttl_secs * 1000) as i64).await?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn release_once(&self, key: &str) -> Result<(), StoreError> {
+        let k = self.once_key(key);
+        self.run(|mut c| async move {
+            let _: i64 = c.del(k).await?;
+            Ok(())
+        })
+        .await
     }
 
     async fn health(&self) -> (&'static str, bool) {

@@ -52,6 +52,7 @@ fn clock_spec() -> ToolSpec {
         tool_type: "builtin",
         timeout: Duration::from_secs(1),
         expose: Default::default(),
+        confirm: false,
     }
 }
 
@@ -68,6 +69,7 @@ fn calculator_spec() -> ToolSpec {
         tool_type: "builtin",
         timeout: Duration::from_secs(1),
         expose: Default::default(),
+        confirm: false,
     }
 }
 
@@ -87,6 +89,7 @@ pub fn configured(name: &str, s: &ToolSettings) -> Option<Arc<dyn Tool>> {
         }
         spec.timeout = Duration::from_millis(s.timeout_ms);
         spec.expose = s.expose;
+        spec.confirm = s.confirm;
         spec
     };
     match name {

@@ -105,6 +105,7 @@ impl HttpTool {
                 tool_type: "callRestApi",
                 timeout: Duration::from_millis(s.timeout_ms),
                 expose: s.expose,
+                confirm: s.confirm,
             },
             method,
             url,

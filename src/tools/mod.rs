@@ -41,6 +41,8 @@ pub struct ToolSpec {
     pub tool_type: &'static str,
     pub timeout: Duration,
     pub expose: Expose,
+    /// The client must allow each run first (Cognite `toolConfirmation`).
+    pub confirm: bool,
 }
 
 /// Errors of a tool run; the message goes to the model.

@@ -162,9 +162,9 @@ async fn exact_error_bodies_are_pinned() {
     let (status, body) = post_raw(&app, r#"{"agentExternalId":"missing","messages":[{"role":"user","content":{"type":"text","text":"x"}}]}"#).await;
     assert_eq!(status, 404);
     insta::assert_snapshot!(body, @r#"{"error":{"code":404,"message":"agent \"missing\" not found","type":"agent_not_found","requestId":"req-1","missing":[{"externalId":"missing"}]}}"#);
-    let (status, body) = post_raw(&app, r#"{"agentExternalId":"echo","messages":[{"role":"action","type":"toolConfirmation","actionId":"a","status":"ALLOW"}]}"#).await;
+    let (status, body) = post_raw(&app, r#"{"agentExternalId":"echo","messages":[{"role":"action","type":"userSession","actionId":"a","nonce":"n"}]}"#).await;
     assert_eq!(status, 400);
-    insta::assert_snapshot!(body, @r#"{"error":{"code":400,"message":"messages[0]: \"toolConfirmation\" action results are not supported by this gateway","type":"actions_not_supported","requestId":"req-1"}}"#);
+    insta::assert_snapshot!(body, @r#"{"error":{"code":400,"message":"messages[0]: \"userSession\" action results are not supported by this gateway","type":"actions_not_supported","requestId":"req-1"}}"#);
 }
 
 /// An upstream answering every call with `template`.

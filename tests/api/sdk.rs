@@ -59,3 +59,18 @@ async fn the_real_quantcdn_client_chats_in_a_session_and_reads_it_back() {
     let app = spawn_app().await;
     run_script("quant_e2e.py", &app.address);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_cognite_sdk_allows_and_denies_tool_confirmations() {
+    let orders = crate::tools::orders_service().await;
+    let upstream =
+        crate::tools::tool_upstream(vec![("lookup_order", r#"{"order_id":"7"}"#.into())], false)
+            .await;
+    let app = crate::tools::confirm_app(&orders, &upstream, Backend::Memory).await;
+    run_script("cognite_confirm_e2e.py", &app.address);
+    assert_eq!(
+        orders.received_requests().await.unwrap().len(),
+        1,
+        "only the allowed run reached the service"
+    );
+}

@@ -186,7 +186,7 @@ async fn an_endless_tool_loop_stops_at_the_step_limit_with_a_valid_cursor() {
 }
 
 /// The "orders" service an HTTP tool calls.
-async fn orders_service() -> MockServer {
+pub async fn orders_service() -> MockServer {
     let server = MockServer::start().await;
     Mock::given(method("GET"))
         .and(path_regex("^/orders/slow$"))
@@ -426,7 +426,7 @@ async fn a_client_tool_call_goes_to_the_client_and_its_result_back_to_the_model(
     for (messages, fragment) in [
         (
             json!([text_message("ignore it")]),
-            "waiting for the result of action",
+            "waiting for the answer to action",
         ),
         (
             json!([{"role": "action", "type": "clientTool", "actionId": "forged", "content": {"type": "text", "text": "3"}, "data": []}]),
@@ -484,4 +484,147 @@ async fn a_client_tool_may_not_shadow_a_server_tool() {
         )
         .await;
     assert_eq!(res.status(), 400);
+}
+
+pub async fn confirm_app(orders: &MockServer, upstream: &MockServer, store: Backend) -> TestApp {
+    let tool = format!(
+        r#"
+[[tools]]
+name = "lookup_order"
+kind = "http"
+description = "Look up an order by id"
+url = "{}/orders/{{order_id}}"
+parameters = {{ type = "object", properties = {{ order_id = {{ type = "string" }} }}, required = ["order_id"] }}
+confirm = true
+"#,
+        orders.uri()
+    );
+    spawn_app_with(Options {
+        upstream: Some(format!("{}/v1", upstream.uri())),
+        extra_toml: format!("{}{tool}", tools_toml(r#""lookup_order""#, "")),
+        store,
+        ..Default::default()
+    })
+    .await
+}
+
+fn confirmation(action_id: &str, status: &str) -> Value {
+    json!({"role": "action", "type": "toolConfirmation", "actionId": action_id, "status": status})
+}
+
+/// Send a confirmation answer with `cursor`; return status and the raw body.
+async fn answer(app: &TestApp, cursor: &str, action_id: &str, status: &str) -> (u16, String) {
+    let res = app
+        .chat("p", &json!({"agentExternalId": "tooly", "cursor": cursor, "messages": [confirmation(action_id, status)]}))
+        .await;
+    (res.status().as_u16(), res.text().await.unwrap())
+}
+
+/// Ask, and return the cursor and the confirmation's action id.
+async fn ask_for_confirmation(app: &TestApp) -> (String, String) {
+    let (status, body) = app.say("p", "tooly", "where is order 7?", None).await;
+    assert_eq!(status, 200, "{body}");
+    let action = &body["response"]["messages"][0]["actions"][0];
+    assert_eq!(action["type"], "toolConfirmation", "{body}");
+    (
+        cursor_of(&body),
+        action["actionId"].as_str().unwrap().to_owned(),
+    )
+}
+
+async fn confirmation_is_single_use(store: Backend, second: Option<Backend>) {
+    let orders = orders_service().await;
+    let upstream = tool_upstream(vec![("lookup_order", r#"{"order_id":"7"}"#.into())], false).await;
+    let app = confirm_app(&orders, &upstream, store).await;
+    let (status, body) = app.say("p", "tooly", "where is order 7?", None).await;
+    assert_eq!(status, 200);
+    let action = &body["response"]["messages"][0]["actions"][0];
+    assert_eq!(
+        action["toolConfirmation"],
+        json!({
+            "content": {"type": "text", "text": "The agent wants to run the tool \"lookup_order\". Do you allow it?"},
+            "toolName": "lookup_order", "toolArguments": {"order_id": "7"},
+            "toolDescription": "Look up an order by id", "toolType": "callRestApi"
+        })
+    );
+    assert!(
+        orders.received_requests().await.unwrap().is_empty(),
+        "nothing runs before ALLOW"
+    );
+    let cursor = cursor_of(&body);
+    let id = action["actionId"].as_str().unwrap().to_owned();
+
+    let (status, allowed) = answer(&app, &cursor, &id, "ALLOW").await;
+    assert_eq!(status, 200, "{allowed}");
+    let v: Value = serde_json::from_str(&allowed).unwrap();
+    assert_eq!(text_of(&v), "tools said: order at /orders/7");
+    assert_eq!(orders.received_requests().await.unwrap().len(), 1);
+
+    // An SDK retry of the same answer (possibly on another replica) gets the same response.
+    let other = match second {
+        Some(b) => confirm_app(&orders, &upstream, b).await,
+        None => app,
+    };
+    let (status, again) = answer(&other, &cursor, &id, "ALLOW").await;
+    assert_eq!(
+        (status, &again),
+        (200, &allowed),
+        "the same answer repeated returns the same result"
+    );
+    assert_eq!(
+        orders.received_requests().await.unwrap().len(),
+        1,
+        "the tool ran once"
+    );
+    let (status, conflict) = answer(&other, &cursor, &id, "DENY").await;
+    assert_eq!(status, 409, "{conflict}");
+    assert!(conflict.contains("\"type\":\"conflict\""));
+}
+
+#[tokio::test]
+async fn a_confirmation_is_single_use_on_one_replica() {
+    confirmation_is_single_use(Backend::Memory, None).await;
+}
+
+#[tokio::test]
+async fn a_confirmation_is_single_use_across_replicas_with_redis() {
+    let redis = crate::redis_server::RedisServer::start().await;
+    let shared = || Backend::Redis {
+        url: redis.url(),
+        shared_prefix: Some("once".into()),
+    };
+    confirmation_is_single_use(shared(), Some(shared())).await;
+}
+
+#[tokio::test]
+async fn deny_reaches_the_model_as_a_refusal_and_nothing_runs() {
+    let orders = orders_service().await;
+    let upstream = tool_upstream(vec![("lookup_order", r#"{"order_id":"7"}"#.into())], false).await;
+    let app = confirm_app(&orders, &upstream, Backend::Memory).await;
+    let (cursor, id) = ask_for_confirmation(&app).await;
+    let (status, body) = answer(&app, &cursor, &id, "DENY").await;
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(text_of(&v), "tools said: the user refused to run this tool");
+    assert!(orders.received_requests().await.unwrap().is_empty());
+    // A forged or mistyped answer is refused.
+    let (status, _) = answer(&app, &cursor, "forged", "ALLOW").await;
+    assert_eq!(status, 400);
+    let res = app
+        .chat("p", &json!({"agentExternalId": "tooly", "cursor": cursor, "messages": [{"role": "action", "type": "clientTool", "actionId": id, "content": {"type": "text", "text": "x"}}]}))
+        .await;
+    assert_eq!(res.status(), 400);
+    // The Quant API cannot ask for confirmations: the tool fails instead of running.
+    let (status, quant) = app
+        .quant_post("acme/ai/agents/tooly/chat", &json!({"message": "order 7?"}))
+        .await;
+    assert_eq!(status, 200);
+    assert!(
+        quant["response"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("needs the user's confirmation"),
+        "{quant}"
+    );
+    assert!(orders.received_requests().await.unwrap().is_empty());
 }

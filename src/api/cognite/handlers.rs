@@ -5,17 +5,20 @@ use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::error::CogniteError;
 use super::wire::{
-    ActionAnswer, AgentContent, AgentMessage, ChatRequest, ChatResponse, ClientTool, Reasoning,
-    ResponseBody, TextContent,
+    ActionAnswer, AgentContent, AgentMessage, Answer, ChatRequest, ChatResponse, ClientTool,
+    Reasoning, ResponseBody, TextContent,
 };
 use crate::api::report;
 use crate::api::{AppState, body, request_id};
 use crate::auth;
 use crate::cursor::CursorContext;
-use crate::domain::{ConversationState, HistoryItem, PendingAction, StopReason};
+use crate::domain::{
+    ConversationState, HistoryItem, PendingAction, PendingKind, StopReason, ToolCall,
+};
 use crate::error::{ApiError, ErrorCode};
 use crate::runtime::{TurnInput, run_to_end, run_turn};
-use crate::tools::{Expose, ToolRun, ToolSpec};
+use crate::store::Claim;
+use crate::tools::{Expose, ToolRegistry, ToolRun, ToolSpec};
 
 pub async fn chat_in_project(
     req: HttpRequest,
@@ -71,7 +74,6 @@ async fn chat(
         agent: &agent.id,
         subject: &principal.subject,
     };
-    let now = state.clock.now();
     if let Some(t) = chat
         .client_tools
         .iter()
@@ -82,6 +84,7 @@ async fn chat(
             t.name
         )));
     }
+    let now = state.clock.now();
     let mut conversation = match chat.cursor.as_deref() {
         Some(token) => state.codec.open(token, &ctx, now).map_err(|e| {
             tracing::info!(reason = %e, "cursor refused");
@@ -94,28 +97,88 @@ async fn chat(
             "agent configuration changed since the last turn; continuing with the current one"
         );
     }
+    let (tool_results, approved) = answer_pending(&mut conversation, &chat.answers)?;
 
-    let mut messages = answer_pending(&mut conversation, chat.answers)?;
-    messages.extend(chat.messages);
+    // A cursor that answers a confirmation is single-use: the same answer again
+    // gets the same response, a different one is 409.
+    let once = match (&chat.cursor, answers_confirmation(&chat.answers)) {
+        (Some(token), true) => Some((once_key(token), confirmation_answer(&chat.answers))),
+        _ => None,
+    };
+    let once_ttl = state.settings.cursor.ttl_seconds + crate::cursor::SKEW;
+    if let Some((key, answer)) = &once {
+        match state.store.claim_once(key, answer, once_ttl, now).await? {
+            Claim::New => {}
+            Claim::Repeat(Some(sealed)) => {
+                let cached = state.codec.open_blob(&sealed, &ctx, now)?;
+                return Ok(HttpResponse::Ok()
+                    .content_type("application/json")
+                    .body(cached));
+            }
+            Claim::Repeat(None) => {
+                return Err(ApiError::new(
+                    ErrorCode::Conflict,
+                    "this confirmation is being answered by another request; retry shortly",
+                ));
+            }
+            Claim::Conflict => {
+                return Err(ApiError::new(
+                    ErrorCode::Conflict,
+                    "this confirmation was already answered differently",
+                ));
+            }
+        }
+    }
+
     let input = TurnInput {
-        messages,
+        messages: chat.messages,
         system_extra: None,
         client_tools: chat.client_tools.into_iter().map(client_spec).collect(),
+        tool_results,
+        approved,
+        can_confirm: true,
     };
+    let result = run_and_render(state, cx, conversation, input, &ctx).await;
+    if let Some((key, _)) = &once {
+        match &result {
+            Ok(body) => {
+                let exp = (state.clock.now() + once_ttl as i64) as u64;
+                let sealed = state.codec.seal_blob(body.as_bytes(), &ctx, exp)?;
+                state.store.finish_once(key, sealed, once_ttl, now).await?;
+            }
+            Err(_) => {
+                let _ = state.store.release_once(key).await;
+            }
+        }
+    }
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .body(result?))
+}
+
+/// Run the turn, seal the new state and render the response body.
+async fn run_and_render(
+    state: &AppState,
+    cx: crate::runtime::TurnContext,
+    conversation: ConversationState,
+    input: TurnInput,
+    ctx: &CursorContext<'_>,
+) -> Result<String, ApiError> {
+    let agent = cx.agent.clone();
+    let tools = cx.tools.clone();
     let outcome = run_to_end(run_turn(cx, conversation, input))
         .await
         .map_err(|e| {
             tracing::warn!(error = %e, "turn failed");
             ApiError::from(e)
         })?;
-    span.record("turn", outcome.state.turn);
+    tracing::Span::current().record("turn", outcome.state.turn);
     let mut new_state = outcome.state;
     let sealed = state
         .codec
-        .seal(&mut new_state, agent.budget, &ctx, state.clock.now())
+        .seal(&mut new_state, agent.budget, ctx, state.clock.now())
         .map_err(ApiError::from)?;
-
-    Ok(HttpResponse::Ok().json(ChatResponse {
+    let response = ChatResponse {
         agent_external_id: &agent.id,
         agent_id: &agent.id,
         response: ResponseBody {
@@ -126,18 +189,53 @@ async fn chat(
                 outcome.stop_reason,
                 &outcome.tool_runs,
                 &new_state.pending,
+                &tools,
             )],
         },
-    }))
+    };
+    serde_json::to_string(&response)
+        .map_err(|e| ApiError::new(ErrorCode::Internal, format!("response: {e}")))
+}
+
+fn answers_confirmation(answers: &[ActionAnswer]) -> bool {
+    answers
+        .iter()
+        .any(|a| matches!(a.answer, Answer::Confirmation(_)))
+}
+
+/// The single-use key of a cursor: a hash of the whole token (its salt makes it unique).
+fn once_key(token: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(token.as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A canonical form of the confirmation decisions in a request.
+fn confirmation_answer(answers: &[ActionAnswer]) -> String {
+    let mut parts: Vec<String> = answers
+        .iter()
+        .filter_map(|a| match a.answer {
+            Answer::Confirmation(allow) => Some(format!(
+                "{}={}",
+                a.action_id,
+                if allow { "ALLOW" } else { "DENY" }
+            )),
+            Answer::ClientTool(_) => None,
+        })
+        .collect();
+    parts.sort();
+    parts.join("&")
 }
 
 /// The agent message: the answer, a notice and a `stopReason` data item on a
-/// limit stop, and each exposed server tool run as a `toolCall` reasoning item.
+/// limit stop, each exposed server tool run as a `toolCall` reasoning item, and
+/// the actions the client must answer.
 fn agent_message<'a>(
     reply: &'a str,
     stop: StopReason,
     tool_runs: &[ToolRun],
     pending: &[PendingAction],
+    tools: &ToolRegistry,
 ) -> AgentMessage<'a> {
     let text = |text| TextContent { kind: "text", text };
     let notice = report::limit_notice(stop);
@@ -169,16 +267,7 @@ fn agent_message<'a>(
             data: calls,
         }]
     };
-    let actions = pending
-        .iter()
-        .map(|p| {
-            serde_json::json!({
-                "type": "clientTool",
-                "actionId": p.action_id,
-                "clientTool": {"name": p.name, "arguments": p.arguments},
-            })
-        })
-        .collect();
+    let actions = pending.iter().map(|p| action(p, tools)).collect();
     AgentMessage {
         role: "agent",
         content,
@@ -188,21 +277,64 @@ fn agent_message<'a>(
     }
 }
 
-/// The tool results that answer the conversation's pending client actions.
-/// Every pending action must be answered, and only pending actions may be.
+fn action(p: &PendingAction, tools: &ToolRegistry) -> serde_json::Value {
+    match p.kind {
+        PendingKind::ClientTool => serde_json::json!({
+            "type": "clientTool",
+            "actionId": p.action_id,
+            "clientTool": {"name": p.name, "arguments": p.arguments},
+        }),
+        PendingKind::ToolConfirmation => {
+            let spec = tools.spec(&p.name);
+            let arguments: serde_json::Value =
+                serde_json::from_str(&p.arguments).unwrap_or_else(|_| serde_json::json!({}));
+            serde_json::json!({
+                "type": "toolConfirmation",
+                "actionId": p.action_id,
+                "toolConfirmation": {
+                    "content": {"type": "text", "text": format!("The agent wants to run the tool {:?}. Do you allow it?", p.name)},
+                    "toolName": p.name,
+                    "toolArguments": arguments,
+                    "toolDescription": spec.map(|s| s.description.as_str()).unwrap_or_default(),
+                    "toolType": spec.map(|s| s.tool_type).unwrap_or("callFunction"),
+                },
+            })
+        }
+    }
+}
+
+/// Match the answers to the conversation's pending actions: every pending
+/// action must be answered with its own kind, and only pending actions may be.
+/// Returns the tool results to record and the confirmed calls to run.
 fn answer_pending(
     conversation: &mut ConversationState,
-    answers: Vec<ActionAnswer>,
-) -> Result<Vec<HistoryItem>, ApiError> {
-    for a in &answers {
-        if !conversation
+    answers: &[ActionAnswer],
+) -> Result<(Vec<HistoryItem>, Vec<ToolCall>), ApiError> {
+    for a in answers {
+        let Some(p) = conversation
             .pending
             .iter()
-            .any(|p| p.action_id == a.action_id)
-        {
+            .find(|p| p.action_id == a.action_id)
+        else {
             return Err(ApiError::invalid(format!(
                 "actionId {:?} does not match any action this conversation is waiting for",
                 a.action_id
+            )));
+        };
+        let fits = matches!(
+            (&a.answer, p.kind),
+            (Answer::ClientTool(_), PendingKind::ClientTool)
+                | (Answer::Confirmation(_), PendingKind::ToolConfirmation)
+        );
+        if !fits {
+            return Err(ApiError::invalid(format!(
+                "action {:?} expects a {} result",
+                a.action_id,
+                if p.kind == PendingKind::ClientTool {
+                    "clientTool"
+                } else {
+                    "toolConfirmation"
+                }
             )));
         }
     }
@@ -212,23 +344,43 @@ fn answer_pending(
         .find(|p| !answers.iter().any(|a| a.action_id == p.action_id))
     {
         return Err(ApiError::invalid(format!(
-            "the conversation is waiting for the result of action {:?} ({} {}); send it as a message with role \"action\"",
-            p.action_id, "clientTool", p.name
+            "the conversation is waiting for the answer to action {:?} ({} {}); send it as a message with role \"action\"",
+            p.action_id,
+            if p.kind == PendingKind::ClientTool {
+                "clientTool"
+            } else {
+                "toolConfirmation"
+            },
+            p.name
         )));
     }
-    let pending = std::mem::take(&mut conversation.pending);
-    Ok(pending
-        .into_iter()
-        .filter_map(|p| {
-            let answer = answers.iter().find(|a| a.action_id == p.action_id)?;
-            Some(HistoryItem::ToolResult {
+    let mut results = Vec::new();
+    let mut approved = Vec::new();
+    for p in std::mem::take(&mut conversation.pending) {
+        let Some(a) = answers.iter().find(|a| a.action_id == p.action_id) else {
+            continue;
+        };
+        match &a.answer {
+            Answer::ClientTool(content) => results.push(HistoryItem::ToolResult {
                 call_id: p.call_id,
                 name: p.name,
-                content: answer.content.clone(),
+                content: content.clone(),
                 is_error: false,
-            })
-        })
-        .collect())
+            }),
+            Answer::Confirmation(true) => approved.push(ToolCall {
+                id: p.call_id,
+                name: p.name,
+                arguments: p.arguments,
+            }),
+            Answer::Confirmation(false) => results.push(HistoryItem::ToolResult {
+                call_id: p.call_id,
+                name: p.name,
+                content: "the user refused to run this tool".into(),
+                is_error: true,
+            }),
+        }
+    }
+    Ok((results, approved))
 }
 
 fn client_spec(t: ClientTool) -> ToolSpec {
@@ -239,5 +391,6 @@ fn client_spec(t: ClientTool) -> ToolSpec {
         tool_type: "clientTool",
         timeout: std::time::Duration::ZERO,
         expose: Expose::Full,
+        confirm: false,
     }
 }

@@ -63,6 +63,9 @@ pub struct Message {
     pub action_id: Option<String>,
     #[serde(default)]
     pub data: Option<serde_json::Value>,
+    /// `ALLOW` or `DENY`, for `toolConfirmation` results.
+    #[serde(default)]
+    pub status: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -100,11 +103,19 @@ pub struct ValidChat {
     pub client_tools: Vec<ClientTool>,
 }
 
-/// The client's result for one pending `clientTool` action.
+/// The client's answer to one pending action.
 #[derive(Debug, Clone)]
 pub struct ActionAnswer {
     pub action_id: String,
-    pub content: String,
+    pub answer: Answer,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// A `clientTool` result.
+    ClientTool(String),
+    /// A `toolConfirmation` decision: `true` for ALLOW.
+    Confirmation(bool),
 }
 
 /// A client tool definition, checked.
@@ -241,8 +252,22 @@ impl ChatRequest {
 }
 
 fn action_answer(i: usize, m: Message) -> Result<ActionAnswer, ApiError> {
-    match m.kind.as_deref() {
-        Some("clientTool") => {}
+    let action_id = m
+        .action_id
+        .clone()
+        .filter(|a| !a.is_empty())
+        .ok_or_else(|| ApiError::invalid(format!("messages[{i}].actionId is required")))?;
+    let answer = match m.kind.as_deref() {
+        Some("clientTool") => Answer::ClientTool(answer_text(m.content, m.data)),
+        Some("toolConfirmation") => match m.status.as_deref() {
+            Some("ALLOW") => Answer::Confirmation(true),
+            Some("DENY") => Answer::Confirmation(false),
+            _ => {
+                return Err(ApiError::invalid(format!(
+                    "messages[{i}].status must be \"ALLOW\" or \"DENY\""
+                )));
+            }
+        },
         Some(other) => {
             return Err(ApiError::new(
                 ErrorCode::ActionsNotSupported,
@@ -256,15 +281,8 @@ fn action_answer(i: usize, m: Message) -> Result<ActionAnswer, ApiError> {
                 "messages[{i}].type is required for an action result"
             )));
         }
-    }
-    let action_id = m
-        .action_id
-        .filter(|a| !a.is_empty())
-        .ok_or_else(|| ApiError::invalid(format!("messages[{i}].actionId is required")))?;
-    Ok(ActionAnswer {
-        action_id,
-        content: answer_text(m.content, m.data),
-    })
+    };
+    Ok(ActionAnswer { action_id, answer })
 }
 
 fn user_message(i: usize, m: Message, images: &mut usize) -> Result<HistoryItem, ApiError> {
