@@ -628,3 +628,48 @@ async fn deny_reaches_the_model_as_a_refusal_and_nothing_runs() {
     );
     assert!(orders.received_requests().await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn a_turn_past_its_deadline_answers_200_with_a_deadline_stop_and_a_valid_cursor() {
+    let upstream = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(completion("too late"))
+                .set_delay(Duration::from_secs(5)),
+        )
+        .mount(&upstream)
+        .await;
+    let app = spawn_app_with(Options {
+        upstream: Some(format!("{}/v1", upstream.uri())),
+        extra_toml: tools_toml(r#""clock""#, "max_turn_seconds = 1"),
+        ..Default::default()
+    })
+    .await;
+    let (status, body) = app.say("p", "tooly", "hurry", None).await;
+    assert_eq!(status, 200, "{body}");
+    let msg = &body["response"]["messages"][0];
+    assert_eq!(
+        msg["data"],
+        json!([{"type": "stopReason", "value": "deadline"}])
+    );
+    assert!(
+        msg["content"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("ran out of time")
+    );
+    let (status, quant) = app
+        .quant_post("acme/ai/agents/tooly/chat", &json!({"message": "hurry"}))
+        .await;
+    assert_eq!(
+        (status, quant["response"]["stopReason"].as_str()),
+        (200, Some("deadline"))
+    );
+    // The cursor is valid: the next turn opens it (and stops at the deadline again).
+    let (status, _) = app
+        .say("p", "tooly", "again", Some(&cursor_of(&body)))
+        .await;
+    assert_eq!(status, 200);
+}
