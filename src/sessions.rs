@@ -199,6 +199,7 @@ pub async fn chat(app: &AppState, turn: ChatTurn) -> Result<ChatReply, ApiError>
         tool_results: Vec::new(),
         approved: Vec::new(),
         can_confirm: false,
+        streaming: false,
     };
     let TurnOutcome {
         mut state,

@@ -34,6 +34,9 @@ pub struct TurnInput {
     /// Whether the caller can answer `toolConfirmation` actions; if not, a tool
     /// that needs one fails with a tool error instead of running.
     pub can_confirm: bool,
+    /// Stream from the provider (the caller renders events as they come);
+    /// otherwise each step is one complete provider call.
+    pub streaming: bool,
 }
 
 /// The end of a successful turn.
@@ -148,7 +151,15 @@ pub fn run_turn(
                 max_tokens: agent.max_tokens,
                 tools: &offered,
             };
-            let mut events = match timeout_at(deadline, provider.stream(request)).await {
+            let call = async {
+                if input.streaming {
+                    provider.stream(request).await
+                } else {
+                    let c = provider.complete(request).await?;
+                    Ok(futures_util::stream::iter(c.into_events().into_iter().map(Ok)).boxed())
+                }
+            };
+            let mut events = match timeout_at(deadline, call).await {
                 Err(_) => {
                     stop_reason = StopReason::Deadline;
                     break 'steps;

@@ -75,6 +75,7 @@ async fn a_turn_streams_deltas_then_usage_then_done_with_the_new_state() {
         tool_results: Vec::new(),
         approved: Vec::new(),
         can_confirm: false,
+        streaming: false,
     };
     let events: Vec<RunEvent> = run_turn(
         cx(agent("be nice", 60), Arc::new(ScriptedProvider)),
@@ -122,6 +123,7 @@ async fn the_system_prompt_and_extra_go_to_the_provider_never_into_the_state() {
         tool_results: Vec::new(),
         approved: Vec::new(),
         can_confirm: false,
+        streaming: false,
     };
     let outcome = run_to_end(run_turn(cx(agent("base", 60), rec.clone()), state, input))
         .await
@@ -143,6 +145,7 @@ async fn a_turn_past_its_deadline_stops_with_a_consistent_history() {
         tool_results: Vec::new(),
         approved: Vec::new(),
         can_confirm: false,
+        streaming: false,
     };
     let outcome = run_to_end(run_turn(
         cx(agent("", 2), Arc::new(Slow)),
@@ -237,6 +240,7 @@ fn ask(text: &str) -> TurnInput {
         tool_results: Vec::new(),
         approved: Vec::new(),
         can_confirm: false,
+        streaming: false,
     }
 }
 

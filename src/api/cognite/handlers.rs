@@ -137,6 +137,7 @@ async fn chat(
         tool_results,
         approved,
         can_confirm: true,
+        streaming: false,
     };
     let result = run_and_render(state, cx, conversation, input, &ctx).await;
     if let Some((key, _)) = &once {

@@ -7,6 +7,7 @@
 //! exponential backoff; nothing has reached the client before the body is read,
 //! so retrying is always safe here.
 
+mod stream;
 mod wire;
 
 use std::time::Duration;
@@ -80,8 +81,12 @@ impl OpenAiProvider {
         })
     }
 
-    /// One HTTP attempt: send, wait for headers, read the body within the timeouts.
-    async fn attempt(&self, body: &[u8], deadline: Instant) -> Result<bytes::Bytes, ProviderError> {
+    /// Send the request and wait for a successful status (first-byte timeout).
+    async fn send(
+        &self,
+        body: &[u8],
+        deadline: Instant,
+    ) -> Result<reqwest::Response, ProviderError> {
         let mut request = self
             .client
             .post(self.url.clone())
@@ -112,6 +117,12 @@ impl OpenAiProvider {
         if !status.is_success() {
             return Err(status_error(status.as_u16(), response.headers()));
         }
+        Ok(response)
+    }
+
+    /// One HTTP attempt: send, wait for headers, read the body within the timeouts.
+    async fn attempt(&self, body: &[u8], deadline: Instant) -> Result<bytes::Bytes, ProviderError> {
+        let response = self.send(body, deadline).await?;
         let mut body = Vec::new();
         let mut chunks = response.bytes_stream();
         loop {
@@ -185,6 +196,17 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(base + jitter)
 }
 
+/// Normalise an OpenAI finish reason (lenient: empty or missing means stop).
+fn finish_reason(reason: Option<&str>, has_calls: bool) -> Option<FinishReason> {
+    Some(match reason {
+        Some("length") => FinishReason::Length,
+        Some("content_filter") => FinishReason::ContentFilter,
+        Some("tool_calls" | "function_call") => FinishReason::ToolCalls,
+        _ if has_calls => FinishReason::ToolCalls,
+        _ => FinishReason::Stop,
+    })
+}
+
 /// Serialise the upstream request body for `req` (once per attempt series).
 pub fn encode_request(req: &ChatRequest<'_>, stream: bool) -> Result<Vec<u8>, ProviderError> {
     serde_json::to_vec(&wire::Request::new(req, stream))
@@ -215,13 +237,7 @@ pub fn parse(body: &[u8]) -> Result<Completion, ProviderError> {
             arguments: c.function.arguments.unwrap_or_else(|| "{}".into()),
         })
         .collect();
-    let finish = match choice.finish_reason.as_deref() {
-        Some("length") => Some(FinishReason::Length),
-        Some("content_filter") => Some(FinishReason::ContentFilter),
-        Some("tool_calls" | "function_call") => Some(FinishReason::ToolCalls),
-        _ if !tool_calls.is_empty() => Some(FinishReason::ToolCalls),
-        _ => Some(FinishReason::Stop),
-    };
+    let finish = finish_reason(choice.finish_reason.as_deref(), !tool_calls.is_empty());
     let usage = response.usage.unwrap_or_default();
     Ok(Completion {
         text: message.content.unwrap_or_default(),
@@ -258,10 +274,26 @@ impl Provider for OpenAiProvider {
     }
 
     async fn stream(&self, req: ChatRequest<'_>) -> Result<EventStream, ProviderError> {
-        // Upstream SSE streaming arrives with the streaming work; until then a
-        // streamed call is one complete call replayed as events.
-        let completion = self.complete(req).await?;
-        Ok(futures_util::stream::iter(completion.into_events().into_iter().map(Ok)).boxed())
+        let body = encode_request(&req, true)?;
+        let deadline = Instant::now() + self.total;
+        // Retries happen only here, before any of this call's output exists.
+        let mut attempt = 0;
+        let response = loop {
+            match self.send(&body, deadline).await {
+                Ok(r) => break r,
+                Err(e) if retryable(&e) && attempt < self.max_retries => {
+                    let wait = backoff(attempt);
+                    if Instant::now() + wait >= deadline {
+                        return Err(e);
+                    }
+                    tracing::warn!(provider = %self.name, attempt, error = %e, "retrying upstream call");
+                    tokio::time::sleep(wait).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        Ok(stream::events(response, self.idle, deadline))
     }
 }
 
