@@ -8,7 +8,7 @@ use crate::cursor::{Budget, CursorContext, MAX_TTL};
 use crate::domain::{AssistantPart, ConversationState, HistoryItem, UserPart};
 use crate::domain::{StopReason, Usage};
 use crate::error::{ApiError, ErrorCode};
-use crate::runtime::{TurnInput, TurnOutcome, run_to_end, run_turn};
+use crate::runtime::{TurnContext, TurnInput, TurnOutcome, run_to_end, run_turn};
 use crate::store::SessionRecord;
 use crate::tools::ToolRun;
 
@@ -181,10 +181,35 @@ pub fn title_of(text: &str) -> String {
 
 /// Run one chat turn on a (new or existing) session and store the result.
 pub async fn chat(app: &AppState, turn: ChatTurn) -> Result<ChatReply, ApiError> {
+    let (prepared, cx, conversation, input) = prepare(app, turn, false).await?;
+    let outcome = run_to_end(run_turn(cx, conversation, input))
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "turn failed");
+            ApiError::from(e)
+        })?;
+    finish(app, prepared, outcome).await
+}
+
+/// A session turn ready to run: the record to update once it is done.
+#[derive(Debug)]
+pub struct Prepared {
+    rec: SessionRecord,
+    new: bool,
+    message: String,
+    agent: std::sync::Arc<crate::agent::AgentSpec>,
+}
+
+/// Find (or start) the session and build the turn's input.
+pub async fn prepare(
+    app: &AppState,
+    turn: ChatTurn,
+    streaming: bool,
+) -> Result<(Prepared, TurnContext, ConversationState, TurnInput), ApiError> {
     let cx = app.turn_context(&turn.agent_id)?;
     let agent = cx.agent.clone();
     let now = app.clock.now();
-    let (mut rec, new) = match &turn.session_id {
+    let (rec, new) = match &turn.session_id {
         Some(id) => (get_for_chat(app, &turn, id).await?, false),
         None => (
             new_record(app, &turn.scope, turn.user_id.clone(), now),
@@ -194,30 +219,50 @@ pub async fn chat(app: &AppState, turn: ChatTurn) -> Result<ChatReply, ApiError>
     let conversation = open(app, &rec, &agent.cfg_hash)?;
     let input = TurnInput {
         messages: vec![HistoryItem::user_text(turn.message.clone())],
-        system_extra: turn.system.clone(),
+        system_extra: turn.system,
         client_tools: Vec::new(),
         tool_results: Vec::new(),
         approved: Vec::new(),
         can_confirm: false,
-        streaming: false,
+        streaming,
     };
+    Ok((
+        Prepared {
+            rec,
+            new,
+            message: turn.message,
+            agent,
+        },
+        cx,
+        conversation,
+        input,
+    ))
+}
+
+/// Seal the turn's new state into the session and write it back (compare-and-set).
+pub async fn finish(
+    app: &AppState,
+    prepared: Prepared,
+    outcome: TurnOutcome,
+) -> Result<ChatReply, ApiError> {
+    let Prepared {
+        mut rec,
+        new,
+        message,
+        agent,
+    } = prepared;
     let TurnOutcome {
         mut state,
         stop_reason,
         usage,
         reply,
         tool_runs,
-    } = run_to_end(run_turn(cx, conversation, input))
-        .await
-        .map_err(|e| {
-            tracing::warn!(error = %e, "turn failed");
-            ApiError::from(e)
-        })?;
+    } = outcome;
     let now = app.clock.now();
     rec.agent_id.clone_from(&agent.id);
     rec.model.clone_from(&agent.model);
     if rec.title.is_empty() {
-        rec.title = title_of(&turn.message);
+        rec.title = title_of(&message);
     }
     rec.total_tokens += usage.input_tokens.unwrap_or(0) + usage.output_tokens.unwrap_or(0);
     slide(app, &mut rec, now);

@@ -7,6 +7,7 @@ pub mod health;
 pub mod quant;
 pub mod report;
 pub mod request_id;
+pub mod sse;
 
 use actix_web::{HttpRequest, HttpResponse, web};
 

@@ -12,6 +12,7 @@ mod quant_sessions;
 mod redis;
 mod redis_server;
 mod sdk;
+mod streaming;
 mod tools;
 
 /// Run each listed Quant test against the memory store and against a real Redis.

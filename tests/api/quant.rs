@@ -289,11 +289,6 @@ pub async fn quant_errors_use_the_quant_body(backend: Backend) {
             "invalid_request",
         ),
         (
-            json!({"message": "x", "stream": true}),
-            501,
-            "not_implemented",
-        ),
-        (
             json!({"message": "x", "stream": true, "async": true}),
             400,
             "invalid_request",

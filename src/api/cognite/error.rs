@@ -32,14 +32,10 @@ struct Missing<'a> {
     external_id: &'a str,
 }
 
-/// Render `err` as a Cognite error response.
-pub fn render(err: &ApiError, request_id: &str) -> HttpResponse {
+/// The Cognite error body of `err`.
+pub fn body(err: &ApiError, request_id: &str) -> String {
     let status = err.code.status();
-    let mut res = HttpResponse::build(status);
-    if let Some(secs) = err.retry_after {
-        res.insert_header((RETRY_AFTER, secs.to_string()));
-    }
-    res.json(Body {
+    serde_json::to_string(&Body {
         error: Inner {
             code: status.as_u16(),
             message: &err.message,
@@ -52,6 +48,17 @@ pub fn render(err: &ApiError, request_id: &str) -> HttpResponse {
                 .collect(),
         },
     })
+    .unwrap_or_default()
+}
+
+/// Render `err` as a Cognite error response.
+pub fn render(err: &ApiError, request_id: &str) -> HttpResponse {
+    let mut res = HttpResponse::build(err.code.status());
+    if let Some(secs) = err.retry_after {
+        res.insert_header((RETRY_AFTER, secs.to_string()));
+    }
+    res.content_type("application/json")
+        .body(body(err, request_id))
 }
 
 /// An [`ApiError`] on the Cognite surface, with the request id it belongs to.

@@ -9,14 +9,14 @@ use super::wire::{
     Reasoning, ResponseBody, TextContent,
 };
 use crate::api::report;
-use crate::api::{AppState, body, request_id};
+use crate::api::{AppState, body, request_id, sse};
 use crate::auth;
 use crate::cursor::CursorContext;
 use crate::domain::{
     ConversationState, HistoryItem, PendingAction, PendingKind, StopReason, ToolCall,
 };
 use crate::error::{ApiError, ErrorCode};
-use crate::runtime::{TurnInput, run_to_end, run_turn};
+use crate::runtime::{TurnInput, TurnOutcome, run_to_end, run_turn};
 use crate::store::Claim;
 use crate::tools::{Expose, ToolRegistry, ToolRun, ToolSpec};
 
@@ -27,7 +27,7 @@ pub async fn chat_in_project(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, CogniteError> {
     let request_id = request_id::of(&req);
-    chat(&req, &project, payload, &state)
+    chat(&req, &project, payload, state)
         .await
         .map_err(|error| CogniteError { error, request_id })
 }
@@ -47,7 +47,7 @@ pub async fn chat_default_project(
             request_id,
         });
     };
-    chat(&req, &project, payload, &state)
+    chat(&req, &project, payload, state)
         .await
         .map_err(|error| CogniteError { error, request_id })
 }
@@ -57,8 +57,9 @@ async fn chat(
     req: &HttpRequest,
     project: &str,
     payload: web::Payload,
-    state: &AppState,
+    data: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    let state: &AppState = &data;
     let principal = auth::authenticate(&state.settings.auth, req, project)?;
     let request: ChatRequest =
         body::read_json(req, payload, state.settings.server.max_body_bytes).await?;
@@ -130,6 +131,7 @@ async fn chat(
         }
     }
 
+    let streaming = chat.stream || sse::accepts_event_stream(req);
     let input = TurnInput {
         messages: chat.messages,
         system_extra: None,
@@ -137,42 +139,70 @@ async fn chat(
         tool_results,
         approved,
         can_confirm: true,
-        streaming: false,
+        streaming,
     };
-    let result = run_and_render(state, cx, conversation, input, &ctx).await;
-    if let Some((key, _)) = &once {
-        match &result {
-            Ok(body) => {
-                let exp = (state.clock.now() + once_ttl as i64) as u64;
-                let sealed = state.codec.seal_blob(body.as_bytes(), &ctx, exp)?;
-                state.store.finish_once(key, sealed, once_ttl, now).await?;
-            }
-            Err(_) => {
-                let _ = state.store.release_once(key).await;
+    let tools = cx.tools.clone();
+    let events = run_turn(cx, conversation, input);
+    let (project, subject) = (principal.tenant.clone(), principal.subject.clone());
+    let finish = move |data: web::Data<AppState>, outcome: Result<TurnOutcome, ApiError>| async move {
+        let ctx = CursorContext {
+            project: &project,
+            agent: &agent.id,
+            subject: &subject,
+        };
+        let result = match outcome {
+            Ok(outcome) => render_outcome(&data, &agent, &tools, outcome, &ctx),
+            Err(e) => Err(e),
+        };
+        if let Some((key, _)) = &once {
+            match &result {
+                Ok(body) => {
+                    let exp = (data.clock.now() + once_ttl as i64) as u64;
+                    let sealed = data.codec.seal_blob(body.as_bytes(), &ctx, exp)?;
+                    data.store
+                        .finish_once(key, sealed, once_ttl, data.clock.now())
+                        .await?;
+                }
+                Err(_) => {
+                    let _ = data.store.release_once(key).await;
+                }
             }
         }
+        result
+    };
+    if streaming {
+        let action_tools = data.tools.clone();
+        let finish_data = data.clone();
+        return sse::respond(
+            req,
+            events,
+            sse::Renderer {
+                finish: move |outcome| finish(finish_data, Ok(outcome)),
+                action: move |p: &PendingAction| action(p, &action_tools),
+                error_body: super::error::body,
+                request_id: request_id::of(req),
+            },
+        )
+        .await;
     }
+    let outcome = run_to_end(events).await.map_err(|e| {
+        tracing::warn!(error = %e, "turn failed");
+        ApiError::from(e)
+    });
+    let body = finish(data.clone(), outcome).await?;
     Ok(HttpResponse::Ok()
         .content_type("application/json")
-        .body(result?))
+        .body(body))
 }
 
-/// Run the turn, seal the new state and render the response body.
-async fn run_and_render(
+/// Seal the turn's new state and render the response body.
+fn render_outcome(
     state: &AppState,
-    cx: crate::runtime::TurnContext,
-    conversation: ConversationState,
-    input: TurnInput,
+    agent: &crate::agent::AgentSpec,
+    tools: &ToolRegistry,
+    outcome: TurnOutcome,
     ctx: &CursorContext<'_>,
 ) -> Result<String, ApiError> {
-    let agent = cx.agent.clone();
-    let tools = cx.tools.clone();
-    let outcome = run_to_end(run_turn(cx, conversation, input))
-        .await
-        .map_err(|e| {
-            tracing::warn!(error = %e, "turn failed");
-            ApiError::from(e)
-        })?;
     tracing::Span::current().record("turn", outcome.state.turn);
     let mut new_state = outcome.state;
     let sealed = state
@@ -190,7 +220,7 @@ async fn run_and_render(
                 outcome.stop_reason,
                 &outcome.tool_runs,
                 &new_state.pending,
-                &tools,
+                tools,
             )],
         },
     };

@@ -28,6 +28,9 @@ pub struct ChatRequest {
     /// Client tool definitions, re-sent by the client every turn.
     #[serde(default)]
     pub actions: Option<Vec<WireAction>>,
+    /// Answer with server-sent events.
+    #[serde(default)]
+    pub stream: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -101,6 +104,7 @@ pub struct ValidChat {
     pub answers: Vec<ActionAnswer>,
     /// Client tools offered this turn.
     pub client_tools: Vec<ClientTool>,
+    pub stream: bool,
 }
 
 /// The client's answer to one pending action.
@@ -247,6 +251,7 @@ impl ChatRequest {
             messages: items,
             answers,
             client_tools,
+            stream: self.stream.unwrap_or(false),
         })
     }
 }

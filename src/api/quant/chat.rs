@@ -4,10 +4,11 @@ use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::error::QuantError;
 use super::wire::{Accepted, ChatRequest, ChatResponse, ChatResponseBody, UsageOut, check_user_id};
-use crate::api::{AppState, body, report, request_id};
+use crate::api::{AppState, body, report, request_id, sse};
 use crate::auth;
-use crate::error::{ApiError, ErrorCode};
+use crate::error::ApiError;
 use crate::jobs;
+use crate::runtime::run_turn;
 use crate::sessions::{self, ChatTurn, Scope};
 
 pub async fn chat(
@@ -17,7 +18,7 @@ pub async fn chat(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, QuantError> {
     let (spelling, org, agent_id) = path.into_inner();
-    handle(&req, &spelling, org, agent_id, payload, &state)
+    handle(&req, &spelling, org, agent_id, payload, state)
         .await
         .map_err(QuantError::on(&req))
 }
@@ -29,8 +30,9 @@ async fn handle(
     org: String,
     agent_id: String,
     payload: web::Payload,
-    app: &AppState,
+    data: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    let app: &AppState = &data;
     let principal = auth::authenticate(&app.settings.auth, req, &org)?;
     let body: ChatRequest =
         body::read_json(req, payload, app.settings.server.max_body_bytes).await?;
@@ -43,12 +45,6 @@ async fn handle(
     let run_async = body.run_async.unwrap_or(false);
     if streaming && run_async {
         return Err(ApiError::invalid("stream and async cannot be combined"));
-    }
-    if streaming {
-        return Err(ApiError::new(
-            ErrorCode::NotImplemented,
-            "streaming (stream: true) is not available yet; send stream: false",
-        ));
     }
     let turn = ChatTurn {
         scope: Scope {
@@ -80,9 +76,34 @@ async fn handle(
             poll_url: format!("/api/v3/{spelling}/{org}/ai/chat/executions/{request_id}"),
         }));
     }
+    if streaming {
+        let (prepared, cx, conversation, input) = sessions::prepare(app, turn, true).await?;
+        let finish_data = data.clone();
+        return sse::respond(
+            req,
+            run_turn(cx, conversation, input),
+            sse::Renderer {
+                finish: move |outcome| async move {
+                    let reply = sessions::finish(&finish_data, prepared, outcome).await?;
+                    Ok(response_body(&reply))
+                },
+                action: |_: &crate::domain::PendingAction| serde_json::Value::Null,
+                error_body: super::error::body,
+                request_id: request_id::of(req),
+            },
+        )
+        .await;
+    }
     let reply = sessions::chat(app, turn).await?;
-    tracing::debug!(request_id = %request_id::of(req), "quant turn complete");
-    Ok(HttpResponse::Ok().json(ChatResponse {
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .body(response_body(&reply)))
+}
+
+/// The 200 body of a turn (also the `done` event of a stream).
+fn response_body(reply: &sessions::ChatReply) -> String {
+    let tool_results = report::quant_tool_results(&reply.tool_runs);
+    serde_json::to_string(&ChatResponse {
         session_id: &reply.session_id,
         response: ChatResponseBody {
             text: &reply.reply,
@@ -92,8 +113,9 @@ async fn handle(
                 output_tokens: reply.usage.output_tokens,
                 total_tokens: None,
             },
-            tool_results: report::quant_tool_results(&reply.tool_runs),
+            tool_results: tool_results.clone(),
         },
-        tool_results: report::quant_tool_results(&reply.tool_runs),
-    }))
+        tool_results,
+    })
+    .unwrap_or_default()
 }

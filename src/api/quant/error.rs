@@ -16,16 +16,23 @@ struct Body<'a> {
     request_id: &'a str,
 }
 
+/// The Quant error body of `err`.
+pub fn body(err: &ApiError, request_id: &str) -> String {
+    serde_json::to_string(&Body {
+        error: err.code.as_str(),
+        message: &err.message,
+        request_id,
+    })
+    .unwrap_or_default()
+}
+
 pub fn render(err: &ApiError, request_id: &str) -> HttpResponse {
     let mut res = HttpResponse::build(err.code.status());
     if let Some(secs) = err.retry_after {
         res.insert_header((RETRY_AFTER, secs.to_string()));
     }
-    res.json(Body {
-        error: err.code.as_str(),
-        message: &err.message,
-        request_id,
-    })
+    res.content_type("application/json")
+        .body(body(err, request_id))
 }
 
 /// An [`ApiError`] on the Quant surface.
