@@ -14,6 +14,15 @@ use actix_web::{HttpRequest, HttpResponse, web};
 pub use crate::app::{AppState, Lifecycle};
 use crate::error::{ApiError, ErrorCode};
 
+/// An error response with `body` (the facade's rendering) and `Retry-After` when set.
+pub fn error_response(err: &ApiError, body: String) -> HttpResponse {
+    let mut res = HttpResponse::build(err.code.status());
+    if let Some(secs) = err.retry_after {
+        res.insert_header((actix_web::http::header::RETRY_AFTER, secs.to_string()));
+    }
+    res.content_type("application/json").body(body)
+}
+
 /// Register every route.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/healthz").route(web::get().to(health::healthz)))

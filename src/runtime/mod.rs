@@ -120,22 +120,10 @@ pub fn run_turn(
             for call in &input.approved {
                 yield RunEvent::ToolCall(call.clone());
             }
-            let runs = futures_util::future::join_all(input.approved.iter().enumerate().map(|(position, call)| {
-                let args: serde_json::Value = serde_json::from_str(&call.arguments).unwrap_or(serde_json::Value::Null);
-                let ctx = ToolContext {
-                    idempotency_key: idempotency_key(&state.id, state.turn, &call.name, &args, position),
-                };
-                tools.run(&agent.tools, call, ctx, deadline)
-            }))
-            .await;
+            let runs = run_calls(&tools, &agent, &state, input.approved.iter().enumerate(), deadline).await;
             for run in runs {
                 yield RunEvent::ToolResult { id: run.call.id.clone(), name: run.call.name.clone(), ok: !run.is_error };
-                state.history.push(HistoryItem::ToolResult {
-                    call_id: run.call.id.clone(),
-                    name: run.call.name.clone(),
-                    content: run.content.clone(),
-                    is_error: run.is_error,
-                });
+                state.history.push(result_item(&run));
                 tool_runs.push(run);
             }
         }
@@ -264,22 +252,10 @@ pub fn run_turn(
                     }
                 }
             }
-            let runs = futures_util::future::join_all(server_calls.into_iter().map(|(position, call)| {
-                let args: serde_json::Value = serde_json::from_str(&call.arguments).unwrap_or(serde_json::Value::Null);
-                let ctx = ToolContext {
-                    idempotency_key: idempotency_key(&state.id, state.turn, &call.name, &args, position),
-                };
-                tools.run(&agent.tools, call, ctx, deadline)
-            }))
-            .await;
+            let runs = run_calls(&tools, &agent, &state, server_calls.into_iter(), deadline).await;
             for run in runs {
                 yield RunEvent::ToolResult { id: run.call.id.clone(), name: run.call.name.clone(), ok: !run.is_error };
-                state.history.push(HistoryItem::ToolResult {
-                    call_id: run.call.id.clone(),
-                    name: run.call.name.clone(),
-                    content: run.content.clone(),
-                    is_error: run.is_error,
-                });
+                state.history.push(result_item(&run));
                 tool_runs.push(run);
             }
             if !pending.is_empty() {
@@ -297,6 +273,36 @@ pub fn run_turn(
         }
         yield RunEvent::Usage(usage);
         yield RunEvent::Done(Box::new(TurnOutcome { state, stop_reason, usage, reply, tool_runs }));
+    }
+}
+
+/// Run server tool calls (with their positions in the step) in parallel, each
+/// with its idempotency key.
+async fn run_calls<'a>(
+    tools: &ToolRegistry,
+    agent: &AgentSpec,
+    state: &ConversationState,
+    calls: impl Iterator<Item = (usize, &'a ToolCall)>,
+    deadline: Instant,
+) -> Vec<ToolRun> {
+    futures_util::future::join_all(calls.map(|(position, call)| {
+        let args: serde_json::Value =
+            serde_json::from_str(&call.arguments).unwrap_or(serde_json::Value::Null);
+        let ctx = ToolContext {
+            idempotency_key: idempotency_key(&state.id, state.turn, &call.name, &args, position),
+        };
+        tools.run(&agent.tools, call, ctx, deadline)
+    }))
+    .await
+}
+
+/// The history item recording a tool run's result.
+fn result_item(run: &ToolRun) -> HistoryItem {
+    HistoryItem::ToolResult {
+        call_id: run.call.id.clone(),
+        name: run.call.name.clone(),
+        content: run.content.clone(),
+        is_error: run.is_error,
     }
 }
 

@@ -3,7 +3,6 @@
 //! with `missing:[{"externalId":...}]` on `agent_not_found`.
 
 use actix_web::http::StatusCode;
-use actix_web::http::header::RETRY_AFTER;
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
@@ -53,12 +52,7 @@ pub fn body(err: &ApiError, request_id: &str) -> String {
 
 /// Render `err` as a Cognite error response.
 pub fn render(err: &ApiError, request_id: &str) -> HttpResponse {
-    let mut res = HttpResponse::build(err.code.status());
-    if let Some(secs) = err.retry_after {
-        res.insert_header((RETRY_AFTER, secs.to_string()));
-    }
-    res.content_type("application/json")
-        .body(body(err, request_id))
+    crate::api::error_response(err, body(err, request_id))
 }
 
 /// An [`ApiError`] on the Cognite surface, with the request id it belongs to.

@@ -1,7 +1,6 @@
 //! Quant error bodies: `{"error":"<machine code>","message":"...","requestId":"..."}`.
 
 use actix_web::http::StatusCode;
-use actix_web::http::header::RETRY_AFTER;
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use serde::Serialize;
 
@@ -27,12 +26,7 @@ pub fn body(err: &ApiError, request_id: &str) -> String {
 }
 
 pub fn render(err: &ApiError, request_id: &str) -> HttpResponse {
-    let mut res = HttpResponse::build(err.code.status());
-    if let Some(secs) = err.retry_after {
-        res.insert_header((RETRY_AFTER, secs.to_string()));
-    }
-    res.content_type("application/json")
-        .body(body(err, request_id))
+    crate::api::error_response(err, body(err, request_id))
 }
 
 /// An [`ApiError`] on the Quant surface.
