@@ -673,3 +673,52 @@ async fn a_turn_past_its_deadline_answers_200_with_a_deadline_stop_and_a_valid_c
         .await;
     assert_eq!(status, 200);
 }
+
+#[tokio::test]
+async fn bad_arguments_and_unknown_tools_from_the_upstream_become_tool_errors() {
+    let upstream = tool_upstream(
+        vec![
+            ("calculator", "{broken".into()),
+            ("calculator", r#"{"expression": 5}"#.into()),
+            ("format_disk", "{}".into()),
+        ],
+        false,
+    )
+    .await;
+    let app = spawn_app_with(Options {
+        upstream: Some(format!("{}/v1", upstream.uri())),
+        extra_toml: tools_toml(r#""calculator""#, ""),
+        ..Default::default()
+    })
+    .await;
+    let (status, body) = app.say("p", "tooly", "x", None).await;
+    assert_eq!(status, 200, "{body}");
+    let seen: Vec<String> = received_bodies(&upstream).await[1]["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "tool")
+        .map(|m| m["content"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(seen.len(), 3);
+    assert!(
+        seen[0].starts_with("the arguments are not valid JSON"),
+        "{seen:?}"
+    );
+    assert!(
+        seen[1].starts_with("the arguments do not match the tool's schema"),
+        "{seen:?}"
+    );
+    assert!(
+        seen[2].starts_with("unknown tool \"format_disk\""),
+        "{seen:?}"
+    );
+    let calls = &body["response"]["messages"][0]["reasoning"][0]["data"];
+    assert!(
+        calls
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["toolCall"]["result"]["isError"] == true)
+    );
+}
