@@ -47,5 +47,8 @@ log "cargo fmt --check"
 cargo fmt --all -- --check
 log "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --locked -- -D warnings
-log "cargo test --all-targets"
-cargo test --all-targets --locked
+log "cargo test: unit tests, binaries, benches (quick mode) and examples"
+cargo test --locked --lib --bins --benches --examples
+# The integration suite runs last, so its summary closes the output.
+log "cargo test: integration suite (gateway, mock upstreams, redis-server, real SDKs)"
+cargo test --locked --test api
