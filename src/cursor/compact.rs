@@ -84,7 +84,11 @@ fn item_size(item: &HistoryItem) -> usize {
 pub fn drop_old_images(history: &mut [HistoryItem], keep_turns: usize) {
     let starts = turn_starts(history);
     if starts.len() > keep_turns {
-        let cut = starts[starts.len() - keep_turns];
+        // With keep_turns = 0 every image goes, the current turn's included.
+        let cut = starts
+            .get(starts.len() - keep_turns)
+            .copied()
+            .unwrap_or(history.len());
         drop_images(history, cut);
     }
 }
@@ -195,6 +199,15 @@ mod tests {
                 }],
                 tool_calls: vec![],
             })
+        );
+    }
+
+    #[test]
+    fn keeping_zero_turns_of_images_drops_them_all() {
+        let mut h = vec![image(1), HistoryItem::assistant_text("a1")];
+        drop_old_images(&mut h, 0);
+        assert!(
+            matches!(&h[0], HistoryItem::User { parts } if parts.iter().all(|p| matches!(p, UserPart::Text { .. })))
         );
     }
 
