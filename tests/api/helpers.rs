@@ -312,3 +312,24 @@ impl TestApp {
         (status, res.json().await.unwrap_or(Value::Null))
     }
 }
+
+/// Poll an async execution until it is `complete` or `failed`, for at most `limit`.
+pub async fn wait_done(app: &TestApp, poll_url: &str, limit: std::time::Duration) -> Value {
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        let v: Value = app
+            .client
+            .get(format!("{}{poll_url}", app.address))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if v["status"] == "complete" || v["status"] == "failed" {
+            return v;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("execution {poll_url} did not finish within {limit:?}");
+}

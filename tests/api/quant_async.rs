@@ -19,26 +19,6 @@ async fn upstream(template: ResponseTemplate) -> MockServer {
     server
 }
 
-/// Poll until the execution leaves pending/running (bounded: 10 s).
-async fn wait_done(app: &TestApp, poll_url: &str) -> Value {
-    for _ in 0..200 {
-        let v: Value = app
-            .client
-            .get(format!("{}{poll_url}", app.address))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if v["status"] == "complete" || v["status"] == "failed" {
-            return v;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("execution did not finish");
-}
-
 pub async fn an_async_turn_is_queued_runs_and_completes_into_its_session(backend: Backend) {
     let up = upstream(
         ResponseTemplate::new(200)
@@ -83,7 +63,7 @@ pub async fn an_async_turn_is_queued_runs_and_completes_into_its_session(backend
         ["pending", "running"].contains(&early["status"].as_str().unwrap()),
         "{early}"
     );
-    let done = wait_done(&app, &poll_url).await;
+    let done = wait_done(&app, &poll_url, Duration::from_secs(10)).await;
     assert_eq!(done["status"], "complete", "{done}");
     assert_eq!(
         done["result"]["response"],
@@ -128,7 +108,12 @@ pub async fn a_failing_upstream_ends_in_failed_with_a_readable_error(backend: Ba
             &json!({"message": "x", "async": true}),
         )
         .await;
-    let done = wait_done(&app, accepted["pollUrl"].as_str().unwrap()).await;
+    let done = wait_done(
+        &app,
+        accepted["pollUrl"].as_str().unwrap(),
+        Duration::from_secs(10),
+    )
+    .await;
     assert_eq!(done["status"], "failed");
     assert_eq!(done["error"]["ErrorType"], "upstream_error");
     assert_eq!(
@@ -148,7 +133,12 @@ pub async fn polling_from_another_organisation_or_an_unknown_id_is_404(backend: 
         )
         .await;
     let id = accepted["requestId"].as_str().unwrap();
-    wait_done(&app, accepted["pollUrl"].as_str().unwrap()).await;
+    wait_done(
+        &app,
+        accepted["pollUrl"].as_str().unwrap(),
+        Duration::from_secs(10),
+    )
+    .await;
     for path in [
         format!("evil/ai/chat/executions/{id}"),
         "acme/ai/chat/executions/nope".to_owned(),

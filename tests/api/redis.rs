@@ -53,22 +53,7 @@ async fn two_replicas_share_sessions_and_async_executions() {
         .await;
     assert_eq!(status, 202);
     let poll = accepted["pollUrl"].as_str().unwrap();
-    let mut done = Value::Null;
-    for _ in 0..100 {
-        done = b
-            .client
-            .get(format!("{}{poll}", b.address))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if done["status"] == "complete" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let done = wait_done(&b, poll, Duration::from_secs(5)).await;
     assert_eq!(done["status"], "complete", "{done}");
     assert_eq!(
         done["result"]["response"]["content"],
@@ -197,25 +182,6 @@ async fn hanging_then_quick() -> wiremock::MockServer {
     server
 }
 
-async fn poll_until_finished(app: &TestApp, poll: &str) -> Value {
-    for _ in 0..150 {
-        let v: Value = app
-            .client
-            .get(format!("{}{poll}", app.address))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if v["status"] == "complete" || v["status"] == "failed" {
-            return v;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the job never finished");
-}
-
 #[tokio::test]
 async fn a_job_whose_replica_dies_mid_turn_completes_once_on_another_replica() {
     let redis = RedisServer::start().await;
@@ -230,7 +196,7 @@ async fn a_job_whose_replica_dies_mid_turn_completes_once_on_another_replica() {
     let b = spawn_app_with(opts()).await;
     a.kill().await;
 
-    let done = poll_until_finished(&b, &poll).await;
+    let done = wait_done(&b, &poll, Duration::from_secs(15)).await;
     assert_eq!(done["status"], "complete", "{done}");
     assert_eq!(done["result"]["response"]["content"], "from the survivor");
     // Run to completion once: the session holds exactly one turn.
@@ -262,7 +228,7 @@ async fn a_job_past_max_attempts_is_failed_not_retried_forever() {
     let poll = start_job_on(&a).await;
     let b = spawn_app_with(opts()).await;
     a.kill().await;
-    let done = poll_until_finished(&b, &poll).await;
+    let done = wait_done(&b, &poll, Duration::from_secs(15)).await;
     assert_eq!(done["status"], "failed", "{done}");
     assert_eq!(
         done["error"]["ErrorMessage"],
