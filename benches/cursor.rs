@@ -102,6 +102,8 @@ fn request_path(c: &mut Criterion) {
                     temperature: Some(0.2),
                     max_tokens: None,
                     tools: &[],
+                    thinking_budget: None,
+                    deadline: tokio::time::Instant::now(),
                 },
                 false,
             )

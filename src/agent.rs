@@ -20,6 +20,8 @@ pub struct AgentSpec {
     pub system_prompt: String,
     pub temperature: Option<f64>,
     pub max_tokens: Option<u32>,
+    /// Extended thinking budget, for providers that support it.
+    pub thinking_budget: Option<u32>,
     /// Names of the server tools the agent may use.
     pub tools: Vec<String>,
     pub max_steps: u32,
@@ -42,6 +44,7 @@ impl AgentSpec {
             system_prompt: s.system_prompt.clone(),
             temperature: s.temperature,
             max_tokens: s.max_tokens,
+            thinking_budget: s.thinking_budget_tokens,
             tools: s.tools.clone(),
             max_steps: s.max_steps,
             max_turn: Duration::from_secs(s.max_turn_seconds),

@@ -47,7 +47,7 @@ impl AppState {
             .agents
             .get(id)
             .ok_or_else(|| ApiError::agent_not_found(id))?;
-        let provider = self.providers.get(&agent.provider).ok_or_else(|| {
+        let route = self.providers.route(&agent.id).ok_or_else(|| {
             ApiError::new(
                 ErrorCode::ProviderMisconfigured,
                 "the agent's provider is not configured",
@@ -55,7 +55,7 @@ impl AppState {
         })?;
         Ok(TurnContext {
             agent,
-            provider,
+            route,
             tools: self.tools.clone(),
         })
     }

@@ -260,6 +260,7 @@ pub struct AuthSettings {
 #[serde(rename_all = "lowercase")]
 pub enum ProviderKind {
     Openai,
+    Anthropic,
     Scripted,
 }
 
@@ -283,6 +284,15 @@ pub struct ProviderSettings {
     pub total_timeout_ms: u64,
     #[serde(default = "defaults::max_retries")]
     pub max_retries: u32,
+    /// Consecutive failed attempts after which the provider is skipped.
+    #[serde(default = "defaults::breaker_threshold")]
+    pub breaker_threshold: u32,
+    /// How long an open breaker skips the provider before one trial call.
+    #[serde(default = "defaults::breaker_cooldown_seconds")]
+    pub breaker_cooldown_seconds: u64,
+    /// `anthropic-version` header (kind = "anthropic").
+    #[serde(default)]
+    pub anthropic_version: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
@@ -345,6 +355,59 @@ pub struct AgentSettings {
     pub history_budget_bytes: usize,
     #[serde(default = "defaults::keep_images_turns")]
     pub keep_images_turns: usize,
+    /// Providers tried in order when `provider` fails before answering.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fallback_providers: Vec<String>,
+    /// Per-agent overrides of the providers' timeouts (every provider of the route).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_timeout_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_byte_timeout_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_timeout_ms: Option<u64>,
+    /// Extended thinking budget (Anthropic `thinking.budget_tokens`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thinking_budget_tokens: Option<u32>,
+}
+
+/// An agent's overrides of its providers' timeouts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TimeoutOverrides {
+    pub connect_timeout_ms: Option<u64>,
+    pub first_byte_timeout_ms: Option<u64>,
+    pub idle_timeout_ms: Option<u64>,
+    pub total_timeout_ms: Option<u64>,
+}
+
+impl TimeoutOverrides {
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// `provider` with these overrides applied.
+    pub fn apply(&self, provider: &ProviderSettings) -> ProviderSettings {
+        let mut p = provider.clone();
+        p.connect_timeout_ms = self.connect_timeout_ms.unwrap_or(p.connect_timeout_ms);
+        p.first_byte_timeout_ms = self
+            .first_byte_timeout_ms
+            .unwrap_or(p.first_byte_timeout_ms);
+        p.idle_timeout_ms = self.idle_timeout_ms.unwrap_or(p.idle_timeout_ms);
+        p.total_timeout_ms = self.total_timeout_ms.unwrap_or(p.total_timeout_ms);
+        p
+    }
+}
+
+impl AgentSettings {
+    pub fn timeout_overrides(&self) -> TimeoutOverrides {
+        TimeoutOverrides {
+            connect_timeout_ms: self.connect_timeout_ms,
+            first_byte_timeout_ms: self.first_byte_timeout_ms,
+            idle_timeout_ms: self.idle_timeout_ms,
+            total_timeout_ms: self.total_timeout_ms,
+        }
+    }
 }
 
 mod defaults {
@@ -362,6 +425,12 @@ mod defaults {
     }
     pub fn max_retries() -> u32 {
         2
+    }
+    pub fn breaker_threshold() -> u32 {
+        5
+    }
+    pub fn breaker_cooldown_seconds() -> u64 {
+        30
     }
     pub fn max_steps() -> u32 {
         8
@@ -505,11 +574,10 @@ impl Settings {
                     format!("{:?} is empty or not unique", p.name),
                 ));
             }
-            if p.kind == ProviderKind::Openai {
-                let url = p
-                    .base_url
-                    .as_deref()
-                    .ok_or_else(|| invalid(key("base_url"), "required for kind = \"openai\""))?;
+            if p.kind == ProviderKind::Openai && p.base_url.is_none() {
+                return Err(invalid(key("base_url"), "required for kind = \"openai\""));
+            }
+            if let Some(url) = p.base_url.as_deref() {
                 let parsed = reqwest::Url::parse(url)
                     .map_err(|e| invalid(key("base_url"), format!("{url:?}: {e}")))?;
                 if !matches!(parsed.scheme(), "http" | "https") {
@@ -528,6 +596,21 @@ impl Settings {
             }
             if p.max_retries > 10 {
                 return Err(invalid(key("max_retries"), "must be at most 10"));
+            }
+            if p.breaker_threshold == 0 || p.breaker_threshold > 1000 {
+                return Err(invalid(key("breaker_threshold"), "must be 1 to 1000"));
+            }
+            if p.breaker_cooldown_seconds == 0 || p.breaker_cooldown_seconds > 3600 {
+                return Err(invalid(
+                    key("breaker_cooldown_seconds"),
+                    "must be 1 to 3600",
+                ));
+            }
+            if p.anthropic_version.is_some() && p.kind != ProviderKind::Anthropic {
+                return Err(invalid(
+                    key("anthropic_version"),
+                    "only applies to kind = \"anthropic\"",
+                ));
             }
         }
         let mut tool_names: HashSet<&str> = ["clock", "calculator"].into_iter().collect();
@@ -576,6 +659,37 @@ impl Settings {
                 return Err(invalid(
                     key("provider"),
                     format!("no provider named {:?}", a.provider),
+                ));
+            }
+            let mut chain: HashSet<&str> = HashSet::from([a.provider.as_str()]);
+            for f in &a.fallback_providers {
+                if !names.contains(f.as_str()) {
+                    return Err(invalid(
+                        key("fallback_providers"),
+                        format!("no provider named {f:?}"),
+                    ));
+                }
+                if !chain.insert(f.as_str()) {
+                    return Err(invalid(
+                        key("fallback_providers"),
+                        format!("{f:?} appears twice in the route"),
+                    ));
+                }
+            }
+            for (field, v) in [
+                ("connect_timeout_ms", a.connect_timeout_ms),
+                ("first_byte_timeout_ms", a.first_byte_timeout_ms),
+                ("idle_timeout_ms", a.idle_timeout_ms),
+                ("total_timeout_ms", a.total_timeout_ms),
+            ] {
+                if v == Some(0) {
+                    return Err(invalid(key(field), "must be at least 1"));
+                }
+            }
+            if a.thinking_budget_tokens.is_some_and(|b| b < 1024) {
+                return Err(invalid(
+                    key("thinking_budget_tokens"),
+                    "must be at least 1024",
                 ));
             }
             if a.model.is_empty() {

@@ -136,10 +136,17 @@ impl ConversationState {
 }
 
 /// Token usage. `None` means the upstream did not report it.
+///
+/// `input_tokens` counts every prompt token, cached or not (OpenAI's
+/// `prompt_tokens`; Anthropic's `input_tokens` plus both cache counts);
+/// `cache_read_tokens` and `cache_write_tokens` are the parts of it that were
+/// read from or written to the provider's prompt cache.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Usage {
     pub input_tokens: Option<u64>,
     pub output_tokens: Option<u64>,
+    pub cache_read_tokens: Option<u64>,
+    pub cache_write_tokens: Option<u64>,
 }
 
 impl Usage {
@@ -153,6 +160,13 @@ impl Usage {
         }
         self.input_tokens = sum(self.input_tokens, other.input_tokens);
         self.output_tokens = sum(self.output_tokens, other.output_tokens);
+        self.cache_read_tokens = sum(self.cache_read_tokens, other.cache_read_tokens);
+        self.cache_write_tokens = sum(self.cache_write_tokens, other.cache_write_tokens);
+    }
+
+    /// Whether no field was reported.
+    pub fn is_empty(&self) -> bool {
+        *self == Usage::default()
     }
 }
 

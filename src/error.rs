@@ -38,10 +38,11 @@ pub enum ErrorCode {
     QueueFull,
     NotReady,
     UpstreamTimeout,
+    UpstreamUnavailable,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 26] = [
+    pub const ALL: [ErrorCode; 27] = [
         ErrorCode::InvalidRequest,
         ErrorCode::InvalidCursor,
         ErrorCode::CursorExpired,
@@ -68,6 +69,7 @@ impl ErrorCode {
         ErrorCode::QueueFull,
         ErrorCode::NotReady,
         ErrorCode::UpstreamTimeout,
+        ErrorCode::UpstreamUnavailable,
     ];
 
     /// The machine code clients match on.
@@ -107,6 +109,7 @@ impl ErrorCode {
             ErrorCode::QueueFull => ("queue_full", 503),
             ErrorCode::NotReady => ("not_ready", 503),
             ErrorCode::UpstreamTimeout => ("upstream_timeout", 504),
+            ErrorCode::UpstreamUnavailable => ("upstream_unavailable", 503),
         }
     }
 }
@@ -193,10 +196,26 @@ impl From<ProviderError> for ApiError {
                     ErrorCode::UpstreamRateLimited,
                     "the model provider is rate limiting requests; retry later",
                 );
-                err.retry_after = Some(retry_after.unwrap_or(1).clamp(1, 3600));
+                err.retry_after = Some(retry_seconds(retry_after));
                 err
             }
-            ProviderError::Upstream(_) => ApiError::new(
+            ProviderError::Overloaded { retry_after } => {
+                let mut err = ApiError::new(
+                    ErrorCode::UpstreamUnavailable,
+                    "the model provider is overloaded; retry later",
+                );
+                err.retry_after = Some(retry_seconds(retry_after));
+                err
+            }
+            ProviderError::CircuitOpen { retry_after } => {
+                let mut err = ApiError::new(
+                    ErrorCode::UpstreamUnavailable,
+                    "the model providers are failing and are being given time to recover; retry later",
+                );
+                err.retry_after = Some(retry_seconds(Some(retry_after)));
+                err
+            }
+            ProviderError::Upstream(_) | ProviderError::Transient(_) => ApiError::new(
                 ErrorCode::UpstreamError,
                 "the model provider failed to answer",
             ),
@@ -206,6 +225,12 @@ impl From<ProviderError> for ApiError {
             ),
         }
     }
+}
+
+/// A `Retry-After` in whole seconds (rounded up, 1 to 3600; 1 when unknown).
+fn retry_seconds(d: Option<std::time::Duration>) -> u64 {
+    d.map_or(1, |d| d.as_secs() + u64::from(d.subsec_nanos() > 0))
+        .clamp(1, 3600)
 }
 
 impl From<StoreError> for ApiError {

@@ -52,7 +52,7 @@ impl Application {
         clock: Arc<dyn Clock>,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, StartupError> {
-        let providers = ProviderRegistry::new(&settings.providers, env)?;
+        let providers = ProviderRegistry::new(&settings.providers, &settings.agents, env)?;
         let tools = Arc::new(
             ToolRegistry::new(&settings.tools, env)
                 .map_err(|e| StartupError::Tools(e.to_string()))?,

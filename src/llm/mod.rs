@@ -1,16 +1,26 @@
 //! LLM providers behind one trait. Each provider owns its wire types; the
 //! runtime sees only [`ChatRequest`] and [`ProviderEvent`].
+//!
+//! A provider makes exactly one upstream attempt per call. Retries, fallback
+//! to other providers and circuit breaking live in [`route`], once for every
+//! provider kind; the HTTP plumbing both HTTP providers share is in [`http`].
 
+pub mod anthropic;
+pub mod http;
 pub mod openai;
+pub mod route;
 pub mod scripted;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::stream::BoxStream;
+use tokio::time::Instant;
 
-use crate::config::{ProviderKind, ProviderSettings};
+use crate::config::{AgentSettings, ProviderKind, ProviderSettings};
 use crate::domain::{HistoryItem, ToolCall, Usage};
+pub use route::Route;
 
 /// What the runtime asks of a provider for one step. Borrows the history.
 #[derive(Debug, Clone, Copy)]
@@ -23,6 +33,11 @@ pub struct ChatRequest<'a> {
     pub max_tokens: Option<u32>,
     /// Tools offered to the model.
     pub tools: &'a [&'a crate::tools::ToolSpec],
+    /// Extended thinking budget, for providers that support it.
+    pub thinking_budget: Option<u32>,
+    /// The attempt must end by then (the route sets the tighter of the turn's
+    /// deadline and the provider's `total_timeout_ms`).
+    pub deadline: Instant,
 }
 
 /// Why the model stopped, as the provider reported it.
@@ -34,12 +49,25 @@ pub enum FinishReason {
     ContentFilter,
 }
 
+/// An opaque reasoning block that must go back to the provider kind that wrote it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reasoning {
+    /// The provider kind (`anthropic`), not the configured provider name, so that
+    /// failing over between two providers of one kind keeps the blocks.
+    pub provider: &'static str,
+    pub blob: String,
+}
+
 /// One event of a provider's answer.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ProviderEvent {
     TextDelta(String),
+    /// A complete reasoning block, in the order the model wrote it.
+    Reasoning(Reasoning),
     /// A complete tool call (providers assemble streamed fragments themselves).
     ToolCall(ToolCall),
+    /// Usage reported so far that no earlier `Usage` event of this call
+    /// included: events add up, whatever the attempt they come from.
     Usage(Usage),
     Finish(FinishReason),
 }
@@ -48,6 +76,7 @@ pub enum ProviderEvent {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Completion {
     pub text: String,
+    pub reasoning: Vec<Reasoning>,
     pub tool_calls: Vec<ToolCall>,
     pub usage: Usage,
     pub finish: Option<FinishReason>,
@@ -56,7 +85,8 @@ pub struct Completion {
 impl Completion {
     /// The events a stream of this completion would have produced.
     pub fn into_events(self) -> Vec<ProviderEvent> {
-        let mut events = Vec::with_capacity(3 + self.tool_calls.len());
+        let mut events = Vec::with_capacity(3 + self.tool_calls.len() + self.reasoning.len());
+        events.extend(self.reasoning.into_iter().map(ProviderEvent::Reasoning));
         if !self.text.is_empty() {
             events.push(ProviderEvent::TextDelta(self.text));
         }
@@ -72,23 +102,67 @@ impl Completion {
 /// Errors of the provider layer. Messages are for logs; clients only see the class.
 #[derive(Debug, thiserror::Error)]
 pub enum ProviderError {
+    /// Our request was refused (4xx other than the ones below): not retried.
     #[error("upstream rejected the request with status {status}")]
     Rejected { status: u16 },
+    /// 401, 403 or 404: the provider's key, URL or model is wrong.
     #[error("upstream refused our credentials or endpoint with status {status}")]
     Misconfigured { status: u16 },
+    /// 429.
     #[error("upstream rate limited the request")]
-    RateLimited { retry_after: Option<u64> },
+    RateLimited { retry_after: Option<Duration> },
+    /// 503, 529 or an in-stream `overloaded_error`.
+    #[error("upstream is overloaded or unavailable")]
+    Overloaded { retry_after: Option<Duration> },
+    /// A failure worth retrying: connect errors, 408, 500, 502, 504, a
+    /// connection lost or a stream cut before the answer was complete.
+    #[error("upstream failed transiently: {0}")]
+    Transient(String),
+    /// A failure that retrying would repeat (an unparseable answer, 501, ...).
     #[error("upstream failed: {0}")]
     Upstream(String),
+    /// First byte, idle or total timeout.
     #[error("upstream timed out ({0})")]
     Timeout(&'static str),
+    /// Every provider of the route has its circuit breaker open.
+    #[error("every provider of the agent is cooling down after repeated failures")]
+    CircuitOpen { retry_after: Duration },
     #[error("provider configuration: {0}")]
     Config(String),
 }
 
+impl ProviderError {
+    /// Whether the same provider may be asked again.
+    pub fn retryable(&self) -> bool {
+        matches!(
+            self,
+            ProviderError::RateLimited { .. }
+                | ProviderError::Overloaded { .. }
+                | ProviderError::Transient(_)
+        )
+    }
+
+    /// Whether the next fallback provider may be asked (and the failure counts
+    /// against this provider's circuit breaker): retryable failures and
+    /// timeouts. A stalled provider is not asked again, but another one may be.
+    pub fn fails_over(&self) -> bool {
+        self.retryable() || matches!(self, ProviderError::Timeout(_))
+    }
+
+    /// How long the upstream asked us to wait.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ProviderError::RateLimited { retry_after }
+            | ProviderError::Overloaded { retry_after } => *retry_after,
+            ProviderError::CircuitOpen { retry_after } => Some(*retry_after),
+            _ => None,
+        }
+    }
+}
+
 pub type EventStream = BoxStream<'static, Result<ProviderEvent, ProviderError>>;
 
-/// A model provider: one call per agent step.
+/// A model provider: one upstream attempt per call, bounded by `req.deadline`.
 #[async_trait::async_trait]
 pub trait Provider: Send + Sync + std::fmt::Debug {
     /// The whole answer at once.
@@ -97,30 +171,85 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
     async fn stream(&self, req: ChatRequest<'_>) -> Result<EventStream, ProviderError>;
 }
 
-/// Providers by configured name.
+/// The configured providers, and the route each agent's turns take through them.
 #[derive(Debug, Default, Clone)]
 pub struct ProviderRegistry {
-    providers: HashMap<String, Arc<dyn Provider>>,
+    routes: HashMap<String, Arc<Route>>,
 }
 
 impl ProviderRegistry {
-    /// Build every configured provider; `env` resolves `api_key_env`.
+    /// Build every configured provider (one circuit breaker each) and every
+    /// agent's route: its provider, then its `fallback_providers`, with the
+    /// agent's timeout overrides applied. `env` resolves `api_key_env`.
     pub fn new(
-        settings: &[ProviderSettings],
+        providers: &[ProviderSettings],
+        agents: &[AgentSettings],
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, ProviderError> {
-        let mut providers: HashMap<String, Arc<dyn Provider>> = HashMap::new();
-        for s in settings {
-            let provider: Arc<dyn Provider> = match s.kind {
-                ProviderKind::Openai => Arc::new(openai::OpenAiProvider::new(s, &env)?),
-                ProviderKind::Scripted => Arc::new(scripted::ScriptedProvider),
-            };
-            providers.insert(s.name.clone(), provider);
+        let mut shared = HashMap::new();
+        for s in providers {
+            let breaker = Arc::new(route::Breaker::new(
+                s.breaker_threshold,
+                Duration::from_secs(s.breaker_cooldown_seconds),
+            ));
+            shared.insert(s.name.as_str(), (s, build(s, &env)?, breaker));
         }
-        Ok(Self { providers })
+        let mut routes = HashMap::new();
+        for a in agents {
+            let overrides = a.timeout_overrides();
+            let mut links = Vec::new();
+            for name in std::iter::once(&a.provider).chain(&a.fallback_providers) {
+                let (settings, provider, breaker) = shared.get(name.as_str()).ok_or_else(|| {
+                    ProviderError::Config(format!("agent {}: no provider named {name:?}", a.id))
+                })?;
+                let effective = overrides.apply(settings);
+                let provider = if overrides.is_empty() {
+                    provider.clone()
+                } else {
+                    build(&effective, &env)?
+                };
+                links.push(route::Link {
+                    name: name.clone(),
+                    provider,
+                    max_retries: effective.max_retries,
+                    total: Duration::from_millis(effective.total_timeout_ms),
+                    breaker: breaker.clone(),
+                });
+            }
+            routes.insert(a.id.clone(), Arc::new(Route::new(links)));
+        }
+        Ok(Self { routes })
     }
 
-    pub fn get(&self, name: &str) -> Option<Arc<dyn Provider>> {
-        self.providers.get(name).cloned()
+    /// The route of agent `id`'s turns.
+    pub fn route(&self, agent_id: &str) -> Option<Arc<Route>> {
+        self.routes.get(agent_id).cloned()
+    }
+}
+
+fn build(
+    s: &ProviderSettings,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<Arc<dyn Provider>, ProviderError> {
+    Ok(match s.kind {
+        ProviderKind::Openai => Arc::new(openai::OpenAiProvider::new(s, env)?),
+        ProviderKind::Anthropic => Arc::new(anthropic::AnthropicProvider::new(s, env)?),
+        ProviderKind::Scripted => Arc::new(scripted::ScriptedProvider),
+    })
+}
+
+/// Read the API key named by `api_key_env`, if any.
+fn api_key(
+    s: &ProviderSettings,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<Option<secrecy::SecretString>, ProviderError> {
+    match &s.api_key_env {
+        None => Ok(None),
+        Some(var) => env(var).map(|k| Some(k.into())).ok_or_else(|| {
+            ProviderError::Config(format!(
+                "provider {}: environment variable {var} (api_key_env) is not set",
+                s.name
+            ))
+        }),
     }
 }

@@ -61,10 +61,12 @@ pub fn answer(req: &ChatRequest<'_>) -> Completion {
     let output = words(&text);
     Completion {
         text,
+        reasoning: Vec::new(),
         tool_calls: Vec::new(),
         usage: Usage {
             input_tokens: Some(input),
             output_tokens: Some(output),
+            ..Default::default()
         },
         finish: Some(FinishReason::Stop),
     }
@@ -107,6 +109,8 @@ mod tests {
             temperature: None,
             max_tokens: None,
             tools: &[],
+            thinking_budget: None,
+            deadline: tokio::time::Instant::now() + std::time::Duration::from_secs(5),
         };
         let p = ScriptedProvider;
         let full = p.complete(req).await.unwrap();

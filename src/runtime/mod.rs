@@ -15,7 +15,7 @@ use crate::domain::{
     AssistantPart, ConversationState, HistoryItem, PendingAction, PendingKind, StopReason,
     ToolCall, Usage,
 };
-use crate::llm::{ChatRequest, FinishReason, Provider, ProviderError, ProviderEvent};
+use crate::llm::{ChatRequest, FinishReason, ProviderError, ProviderEvent, Route};
 use crate::tools::{ToolContext, ToolRegistry, ToolRun, ToolSpec, idempotency_key};
 
 /// What the caller adds to the conversation this turn.
@@ -79,7 +79,8 @@ pub enum RunEvent {
 #[derive(Debug, Clone)]
 pub struct TurnContext {
     pub agent: Arc<AgentSpec>,
-    pub provider: Arc<dyn Provider>,
+    /// The agent's providers: retries, fallback and circuit breaking.
+    pub route: Arc<Route>,
     pub tools: Arc<ToolRegistry>,
 }
 
@@ -94,7 +95,7 @@ pub fn run_turn(
     input: TurnInput,
 ) -> impl Stream<Item = RunEvent> + Send + 'static {
     async_stream::stream! {
-        let TurnContext { agent, provider, tools } = cx;
+        let TurnContext { agent, route, tools } = cx;
         let deadline = Instant::now() + agent.max_turn;
         let system = match &input.system_extra {
             Some(extra) if !extra.is_empty() && !agent.system_prompt.is_empty() => {
@@ -138,27 +139,12 @@ pub fn run_turn(
                 temperature: agent.temperature,
                 max_tokens: agent.max_tokens,
                 tools: &offered,
+                thinking_budget: agent.thinking_budget,
+                deadline,
             };
-            let call = async {
-                if input.streaming {
-                    provider.stream(request).await
-                } else {
-                    let c = provider.complete(request).await?;
-                    Ok(futures_util::stream::iter(c.into_events().into_iter().map(Ok)).boxed())
-                }
-            };
-            let mut events = match timeout_at(deadline, call).await {
-                Err(_) => {
-                    stop_reason = StopReason::Deadline;
-                    break 'steps;
-                }
-                Ok(Err(e)) => {
-                    yield RunEvent::Error(e.into());
-                    return;
-                }
-                Ok(Ok(events)) => events,
-            };
+            let mut events = route.call(request, input.streaming);
             let mut text = String::new();
+            let mut reasoning = Vec::new();
             let mut calls = Vec::new();
             let mut finish = FinishReason::Stop;
             loop {
@@ -169,6 +155,11 @@ pub fn run_turn(
                         break 'steps;
                     }
                     Ok(None) => break,
+                    Ok(Some(Err(_))) if Instant::now() >= deadline => {
+                        // The provider gave up at the turn's deadline: a limit stop, not a failure.
+                        stop_reason = StopReason::Deadline;
+                        break 'steps;
+                    }
                     Ok(Some(Err(e))) => {
                         yield RunEvent::Error(e.into());
                         return;
@@ -178,13 +169,19 @@ pub fn run_turn(
                             text.push_str(&delta);
                             yield RunEvent::TextDelta(delta);
                         }
+                        ProviderEvent::Reasoning(r) => reasoning.push(HistoryItem::Reasoning {
+                            provider: r.provider.to_owned(),
+                            blob: r.blob,
+                        }),
                         ProviderEvent::ToolCall(call) => calls.push(call),
                         ProviderEvent::Usage(u) => usage.add(u),
                         ProviderEvent::Finish(f) => finish = f,
                     },
                 }
             }
+            drop(events);
             reply.push_str(&text);
+            state.history.extend(reasoning);
             state.history.push(HistoryItem::Assistant {
                 parts: if text.is_empty() { Vec::new() } else { vec![AssistantPart::Text { text }] },
                 tool_calls: calls.clone(),

@@ -6,7 +6,7 @@ use futures_util::StreamExt;
 use super::*;
 use crate::config::AgentSettings;
 use crate::llm::scripted::ScriptedProvider;
-use crate::llm::{Completion, EventStream};
+use crate::llm::{Completion, EventStream, Provider};
 
 fn agent(system: &str, max_turn_seconds: u64) -> Arc<AgentSpec> {
     agent_with(serde_json::json!({
@@ -23,7 +23,7 @@ fn agent_with(settings: serde_json::Value) -> Arc<AgentSpec> {
 fn cx(agent: Arc<AgentSpec>, provider: Arc<dyn Provider>) -> TurnContext {
     TurnContext {
         agent,
-        provider,
+        route: Arc::new(Route::single(provider)),
         tools: Arc::new(ToolRegistry::new(&[], &|_| None).unwrap()),
     }
 }
@@ -197,6 +197,7 @@ impl Provider for ToolModel {
                 usage: Usage {
                     input_tokens: Some(10),
                     output_tokens: Some(1),
+                    ..Default::default()
                 },
                 ..Default::default()
             });
@@ -216,6 +217,7 @@ impl Provider for ToolModel {
             usage: Usage {
                 input_tokens: Some(10),
                 output_tokens: Some(5),
+                ..Default::default()
             },
             ..Default::default()
         })
@@ -286,7 +288,8 @@ async fn tool_calls_run_in_parallel_and_their_results_go_back_to_the_model() {
         outcome.usage,
         Usage {
             input_tokens: Some(20),
-            output_tokens: Some(6)
+            output_tokens: Some(6),
+            ..Default::default()
         },
         "summed over steps"
     );

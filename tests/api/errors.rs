@@ -216,8 +216,13 @@ async fn each_upstream_failure_class_maps_to_its_status_without_leaking_the_upst
         (401, 500, "provider_misconfigured"),
         (403, 500, "provider_misconfigured"),
         (404, 500, "provider_misconfigured"),
+        (408, 502, "upstream_error"),
         (500, 502, "upstream_error"),
-        (503, 502, "upstream_error"),
+        (501, 502, "upstream_error"),
+        (502, 502, "upstream_error"),
+        (503, 503, "upstream_unavailable"),
+        (504, 502, "upstream_error"),
+        (529, 503, "upstream_unavailable"),
     ] {
         let (status, _, body, _) = status_for(
             ResponseTemplate::new(upstream_status).set_body_string(leak),
@@ -251,8 +256,18 @@ async fn each_upstream_failure_class_maps_to_its_status_without_leaking_the_upst
 
 #[tokio::test]
 async fn server_errors_are_retried_up_to_max_retries() {
-    let (status, _, _, calls) = status_for(ResponseTemplate::new(503), "max_retries = 2").await;
+    let (status, retry_after, _, calls) =
+        status_for(ResponseTemplate::new(503), "max_retries = 2").await;
+    assert_eq!((status, calls), (503, 3));
+    assert_eq!(
+        retry_after.as_deref(),
+        Some("1"),
+        "503 always says when to retry"
+    );
+    let (status, _, _, calls) = status_for(ResponseTemplate::new(500), "max_retries = 2").await;
     assert_eq!((status, calls), (502, 3));
+    let (status, _, _, calls) = status_for(ResponseTemplate::new(501), "max_retries = 2").await;
+    assert_eq!((status, calls), (502, 1), "501 is not retried");
     let (status, _, _, calls) = status_for(ResponseTemplate::new(400), "max_retries = 2").await;
     assert_eq!((status, calls), (422, 1), "client errors are not retried");
 }

@@ -1,37 +1,23 @@
 //! `openai`: any OpenAI-compatible chat-completions server.
 //!
-//! One reqwest client per provider (TCP_NODELAY, connect timeout, pooled).
-//! Each call has a first-byte timeout (until the response headers arrive), an
-//! idle timeout between body chunks and a total timeout. Connection failures
-//! and 500/502/503/504 are retried up to `max_retries` times with jittered
-//! exponential backoff; nothing has reached the client before the body is read,
-//! so retrying is always safe here.
+//! One attempt per call over the shared [`HttpUpstream`] plumbing (timeouts,
+//! status classes); retries and fallback are the route's business.
 
 mod stream;
 mod wire;
 
-use std::time::Duration;
-
-use futures_util::StreamExt;
 use secrecy::{ExposeSecret, SecretString};
-use tokio::time::{Instant, timeout_at};
 
+use super::http::HttpUpstream;
 use super::{ChatRequest, Completion, EventStream, FinishReason, Provider, ProviderError};
 use crate::config::ProviderSettings;
 use crate::domain::{ToolCall, Usage};
 
-/// Largest upstream response body read, bytes.
-const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
-
 pub struct OpenAiProvider {
     name: String,
-    client: reqwest::Client,
+    http: HttpUpstream,
     url: reqwest::Url,
     api_key: Option<SecretString>,
-    first_byte: Duration,
-    idle: Duration,
-    total: Duration,
-    max_retries: u32,
 }
 
 impl std::fmt::Debug for OpenAiProvider {
@@ -54,146 +40,31 @@ impl OpenAiProvider {
         })?;
         let url = reqwest::Url::parse(&format!("{}/chat/completions", base.trim_end_matches('/')))
             .map_err(|e| ProviderError::Config(format!("provider {}: base_url: {e}", s.name)))?;
-        let api_key = match &s.api_key_env {
-            None => None,
-            Some(var) => Some(SecretString::from(env(var).ok_or_else(|| {
-                ProviderError::Config(format!(
-                    "provider {}: environment variable {var} (api_key_env) is not set",
-                    s.name
-                ))
-            })?)),
-        };
-        let client = reqwest::Client::builder()
-            .tcp_nodelay(true)
-            .connect_timeout(Duration::from_millis(s.connect_timeout_ms))
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build()
-            .map_err(|e| ProviderError::Config(format!("provider {}: http client: {e}", s.name)))?;
         Ok(Self {
             name: s.name.clone(),
-            client,
+            http: HttpUpstream::new(s)?,
             url,
-            api_key,
-            first_byte: Duration::from_millis(s.first_byte_timeout_ms),
-            idle: Duration::from_millis(s.idle_timeout_ms),
-            total: Duration::from_millis(s.total_timeout_ms),
-            max_retries: s.max_retries,
+            api_key: super::api_key(s, env)?,
         })
     }
 
-    /// Send the request and wait for a successful status (first-byte timeout).
-    async fn send(
-        &self,
-        body: &[u8],
-        deadline: Instant,
-    ) -> Result<reqwest::Response, ProviderError> {
-        let mut request = self
-            .client
-            .post(self.url.clone())
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body.to_vec());
-        if let Some(key) = &self.api_key {
-            request = request.bearer_auth(key.expose_secret());
+    fn request(&self, body: Vec<u8>) -> reqwest::RequestBuilder {
+        let request = self.http.post(&self.url, body);
+        match &self.api_key {
+            Some(key) => request.bearer_auth(key.expose_secret()),
+            None => request,
         }
-        let first_byte = deadline.min(Instant::now() + self.first_byte);
-        let response = match timeout_at(first_byte, request.send()).await {
-            Err(_) => {
-                return Err(ProviderError::Timeout(if first_byte < deadline {
-                    "first byte"
-                } else {
-                    "total"
-                }));
-            }
-            Ok(Err(e)) if e.is_timeout() => return Err(ProviderError::Timeout("connect")),
-            Ok(Err(e)) => {
-                return Err(ProviderError::Upstream(format!(
-                    "connection failed: {}",
-                    without_url(&e)
-                )));
-            }
-            Ok(Ok(r)) => r,
-        };
-        let status = response.status();
-        if !status.is_success() {
-            return Err(status_error(status.as_u16(), response.headers()));
-        }
-        Ok(response)
-    }
-
-    /// One HTTP attempt: send, wait for headers, read the body within the timeouts.
-    async fn attempt(&self, body: &[u8], deadline: Instant) -> Result<bytes::Bytes, ProviderError> {
-        let response = self.send(body, deadline).await?;
-        let mut body = Vec::new();
-        let mut chunks = response.bytes_stream();
-        loop {
-            let idle = deadline.min(Instant::now() + self.idle);
-            match timeout_at(idle, chunks.next()).await {
-                Err(_) => {
-                    return Err(ProviderError::Timeout(if idle < deadline {
-                        "idle"
-                    } else {
-                        "total"
-                    }));
-                }
-                Ok(None) => break,
-                Ok(Some(Err(e))) => {
-                    return Err(ProviderError::Upstream(format!(
-                        "body read failed: {}",
-                        without_url(&e)
-                    )));
-                }
-                Ok(Some(Ok(chunk))) => {
-                    if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
-                        return Err(ProviderError::Upstream("response body too large".into()));
-                    }
-                    body.extend_from_slice(&chunk);
-                }
-            }
-        }
-        Ok(body.into())
     }
 }
 
-fn without_url(e: &reqwest::Error) -> String {
-    // reqwest errors print the URL; ours carry no secrets, but keep logs compact.
-    let mut s = e.to_string();
-    if let Some(url) = e.url() {
-        s = s.replace(url.as_str(), "<upstream>");
+/// OpenAI usage in our terms (`prompt_tokens` already counts cached tokens).
+fn usage(u: wire::UsageIn) -> Usage {
+    Usage {
+        input_tokens: u.prompt_tokens,
+        output_tokens: u.completion_tokens,
+        cache_read_tokens: u.prompt_tokens_details.and_then(|d| d.cached_tokens),
+        cache_write_tokens: None,
     }
-    s
-}
-
-/// Map an upstream status to our error class (never copying the upstream body).
-fn status_error(status: u16, headers: &reqwest::header::HeaderMap) -> ProviderError {
-    match status {
-        401 | 403 | 404 => ProviderError::Misconfigured { status },
-        429 => ProviderError::RateLimited {
-            retry_after: headers
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse().ok()),
-        },
-        408 => ProviderError::Timeout("upstream 408"),
-        400..=499 => ProviderError::Rejected { status },
-        _ => ProviderError::Upstream(format!("status {status}")),
-    }
-}
-
-fn retryable(e: &ProviderError) -> bool {
-    match e {
-        ProviderError::Upstream(msg) => {
-            msg.starts_with("connection failed")
-                || ["status 500", "status 502", "status 503", "status 504"].contains(&msg.as_str())
-        }
-        ProviderError::Timeout("connect") => true,
-        _ => false,
-    }
-}
-
-fn backoff(attempt: u32) -> Duration {
-    let base = 100u64 << attempt.min(6);
-    let jitter = rand::random::<u64>() % (base / 2 + 1);
-    Duration::from_millis(base + jitter)
 }
 
 /// Normalise an OpenAI finish reason (lenient: empty or missing means stop).
@@ -238,14 +109,11 @@ pub fn parse(body: &[u8]) -> Result<Completion, ProviderError> {
         })
         .collect();
     let finish = finish_reason(choice.finish_reason.as_deref(), !tool_calls.is_empty());
-    let usage = response.usage.unwrap_or_default();
     Ok(Completion {
         text: message.content.unwrap_or_default(),
+        reasoning: Vec::new(),
         tool_calls,
-        usage: Usage {
-            input_tokens: usage.prompt_tokens,
-            output_tokens: usage.completion_tokens,
-        },
+        usage: usage(response.usage.unwrap_or_default()),
         finish,
     })
 }
@@ -254,46 +122,14 @@ pub fn parse(body: &[u8]) -> Result<Completion, ProviderError> {
 impl Provider for OpenAiProvider {
     async fn complete(&self, req: ChatRequest<'_>) -> Result<Completion, ProviderError> {
         let body = encode_request(&req, false)?;
-        let deadline = Instant::now() + self.total;
-        let mut attempt = 0;
-        loop {
-            match self.attempt(&body, deadline).await {
-                Ok(bytes) => return parse(&bytes),
-                Err(e) if retryable(&e) && attempt < self.max_retries => {
-                    let wait = backoff(attempt);
-                    if Instant::now() + wait >= deadline {
-                        return Err(e);
-                    }
-                    tracing::warn!(provider = %self.name, attempt, error = %e, "retrying upstream call");
-                    tokio::time::sleep(wait).await;
-                    attempt += 1;
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        let response = self.http.send(self.request(body), req.deadline).await?;
+        parse(&self.http.body(response, req.deadline).await?)
     }
 
     async fn stream(&self, req: ChatRequest<'_>) -> Result<EventStream, ProviderError> {
         let body = encode_request(&req, true)?;
-        let deadline = Instant::now() + self.total;
-        // Retries happen only here, before any of this call's output exists.
-        let mut attempt = 0;
-        let response = loop {
-            match self.send(&body, deadline).await {
-                Ok(r) => break r,
-                Err(e) if retryable(&e) && attempt < self.max_retries => {
-                    let wait = backoff(attempt);
-                    if Instant::now() + wait >= deadline {
-                        return Err(e);
-                    }
-                    tracing::warn!(provider = %self.name, attempt, error = %e, "retrying upstream call");
-                    tokio::time::sleep(wait).await;
-                    attempt += 1;
-                }
-                Err(e) => return Err(e),
-            }
-        };
-        Ok(stream::events(response, self.idle, deadline))
+        let response = self.http.send(self.request(body), req.deadline).await?;
+        Ok(stream::events(self.http.events(response, req.deadline)))
     }
 }
 
@@ -322,6 +158,8 @@ mod tests {
             temperature: Some(0.5),
             max_tokens: None,
             tools: &[],
+            thinking_budget: None,
+            deadline: tokio::time::Instant::now(),
         };
         let json: serde_json::Value =
             serde_json::to_value(wire::Request::new(&req, false)).unwrap();

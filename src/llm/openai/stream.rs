@@ -3,15 +3,12 @@
 //! the final chunk. A stream that ends before a finish reason is an error,
 //! never a silent success.
 
-use std::time::Duration;
-
-use eventsource_stream::Eventsource;
-use futures_util::StreamExt;
-use tokio::time::{Instant, timeout_at};
+use eventsource_stream::Event;
+use futures_util::{Stream, StreamExt};
 
 use super::wire::{Chunk, UsageIn};
-use super::{EventStream, finish_reason, without_url};
-use crate::domain::{ToolCall, Usage};
+use super::{EventStream, finish_reason, usage};
+use crate::domain::ToolCall;
 use crate::llm::{FinishReason, ProviderError, ProviderEvent};
 
 /// Assembles a stream's chunks into provider events.
@@ -26,7 +23,7 @@ impl Assembler {
     /// Events available after `chunk` (text deltas).
     pub fn push(&mut self, chunk: Chunk) -> Result<Vec<ProviderEvent>, ProviderError> {
         if chunk.error.is_some() {
-            return Err(ProviderError::Upstream(
+            return Err(ProviderError::Transient(
                 "error reported inside the stream".into(),
             ));
         }
@@ -67,7 +64,7 @@ impl Assembler {
     /// The closing events, once the stream has ended (`done`: `[DONE]` was seen).
     pub fn finish(self, done: bool) -> Result<Vec<ProviderEvent>, ProviderError> {
         if !done && self.finish.is_none() {
-            return Err(ProviderError::Upstream(
+            return Err(ProviderError::Transient(
                 "the stream ended before the answer was complete".into(),
             ));
         }
@@ -91,34 +88,23 @@ impl Assembler {
             })
             .collect();
         let finish = finish_reason(self.finish.flatten().as_deref(), !calls.is_empty());
-        let usage = self.usage.unwrap_or_default();
         let mut out: Vec<ProviderEvent> = calls.into_iter().map(ProviderEvent::ToolCall).collect();
-        out.push(ProviderEvent::Usage(Usage {
-            input_tokens: usage.prompt_tokens,
-            output_tokens: usage.completion_tokens,
-        }));
+        out.push(ProviderEvent::Usage(usage(self.usage.unwrap_or_default())));
         out.push(ProviderEvent::Finish(finish.unwrap_or(FinishReason::Stop)));
         Ok(out)
     }
 }
 
-/// The provider events of a streaming response, with the idle and total timeouts.
-pub fn events(response: reqwest::Response, idle: Duration, deadline: Instant) -> EventStream {
-    let mut sse = response.bytes_stream().eventsource();
+/// The provider events of a streaming response's SSE events.
+pub fn events(
+    sse: impl Stream<Item = Result<Event, ProviderError>> + Send + 'static,
+) -> EventStream {
     async_stream::try_stream! {
+        let mut sse = std::pin::pin!(sse);
         let mut asm = Assembler::default();
         let mut done = false;
-        loop {
-            let until = deadline.min(Instant::now() + idle);
-            let next = match timeout_at(until, sse.next()).await {
-                Err(_) => Err(ProviderError::Timeout(if until < deadline { "idle" } else { "total" }))?,
-                Ok(next) => next,
-            };
-            let Some(event) = next else { break };
-            let event = event.map_err(|e| ProviderError::Upstream(format!("stream read failed: {}", match &e {
-                eventsource_stream::EventStreamError::Transport(t) => without_url(t),
-                other => other.to_string(),
-            })))?;
+        while let Some(event) = sse.next().await {
+            let event = event?;
             if event.data.trim() == "[DONE]" {
                 done = true;
                 break;
@@ -181,9 +167,10 @@ mod tests {
                     name: "clock".into(),
                     arguments: "{}".into()
                 }),
-                ProviderEvent::Usage(Usage {
+                ProviderEvent::Usage(crate::domain::Usage {
                     input_tokens: Some(7),
-                    output_tokens: Some(3)
+                    output_tokens: Some(3),
+                    ..Default::default()
                 }),
                 ProviderEvent::Finish(FinishReason::ToolCalls),
             ]
