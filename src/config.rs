@@ -358,6 +358,9 @@ pub struct AgentSettings {
     /// Providers tried in order when `provider` fails before answering.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fallback_providers: Vec<String>,
+    /// The model to ask a fallback provider for, by provider name (default: `model`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub fallback_models: std::collections::BTreeMap<String, String>,
     /// Per-agent overrides of the providers' timeouts (every provider of the route).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connect_timeout_ms: Option<u64>,
@@ -674,6 +677,17 @@ impl Settings {
                         key("fallback_providers"),
                         format!("{f:?} appears twice in the route"),
                     ));
+                }
+            }
+            for (provider, model) in &a.fallback_models {
+                if !a.fallback_providers.contains(provider) {
+                    return Err(invalid(
+                        key("fallback_models"),
+                        format!("{provider:?} is not one of fallback_providers"),
+                    ));
+                }
+                if model.is_empty() {
+                    return Err(invalid(key("fallback_models"), "a model must not be empty"));
                 }
             }
             for (field, v) in [

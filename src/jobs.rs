@@ -53,6 +53,10 @@ pub struct JobResult {
     pub stop_reason: String,
     pub input_tokens: Option<u64>,
     pub output_tokens: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_read_tokens: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_write_tokens: Option<u64>,
     #[serde(default)]
     pub tool_executions: Vec<serde_json::Value>,
 }
@@ -348,6 +352,8 @@ async fn execute(app: &AppState, job: &Job) -> Result<String, ApiError> {
         stop_reason: reply.stop_reason.as_str().to_owned(),
         input_tokens: reply.usage.input_tokens,
         output_tokens: reply.usage.output_tokens,
+        cache_read_tokens: reply.usage.cache_read_tokens,
+        cache_write_tokens: reply.usage.cache_write_tokens,
         tool_executions: crate::api::report::quant_tool_results(&reply.tool_runs),
     })
     .map_err(|e| ApiError::new(ErrorCode::Internal, format!("job result: {e}")))?;

@@ -82,11 +82,15 @@ where
                 RunEvent::Action(p) => ("action", action(&p).to_string()),
                 RunEvent::Usage(u) => {
                     let mut v = json!({});
-                    if let Some(i) = u.input_tokens {
-                        v["inputTokens"] = json!(i);
-                    }
-                    if let Some(o) = u.output_tokens {
-                        v["outputTokens"] = json!(o);
+                    for (name, value) in [
+                        ("inputTokens", u.input_tokens),
+                        ("outputTokens", u.output_tokens),
+                        ("cacheReadTokens", u.cache_read_tokens),
+                        ("cacheWriteTokens", u.cache_write_tokens),
+                    ] {
+                        if let Some(n) = value {
+                            v[name] = json!(n);
+                        }
                     }
                     ("usage", v.to_string())
                 }

@@ -68,6 +68,38 @@ fn bad_files_fail_naming_the_key() {
             &format!("{MINIMAL}history_budget_bytes = 10"),
             "agents[0].history_budget_bytes",
         ),
+        (
+            &format!("{MINIMAL}fallback_providers = [\"other\"]"),
+            "agents[0].fallback_providers",
+        ),
+        (
+            &format!("{MINIMAL}fallback_providers = [\"local\"]"),
+            "agents[0].fallback_providers",
+        ),
+        (
+            &format!("{MINIMAL}fallback_models = {{ other = \"m\" }}"),
+            "agents[0].fallback_models",
+        ),
+        (
+            &format!("{MINIMAL}first_byte_timeout_ms = 0"),
+            "agents[0].first_byte_timeout_ms",
+        ),
+        (
+            &format!("{MINIMAL}thinking_budget_tokens = 10"),
+            "agents[0].thinking_budget_tokens",
+        ),
+        (
+            "[[providers]]\nname = \"a\"\nkind = \"anthropic\"\nbreaker_threshold = 0",
+            "providers[0].breaker_threshold",
+        ),
+        (
+            "[[providers]]\nname = \"a\"\nkind = \"anthropic\"\nbase_url = \"ftp://x\"",
+            "providers[0].base_url",
+        ),
+        (
+            "[[providers]]\nname = \"o\"\nkind = \"openai\"\nbase_url = \"http://x\"\nanthropic_version = \"1\"",
+            "providers[0].anthropic_version",
+        ),
     ];
     for (text, key) in cases {
         let err = Settings::from_toml(text).unwrap_err().to_string();

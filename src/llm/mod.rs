@@ -210,6 +210,7 @@ impl ProviderRegistry {
                 };
                 links.push(route::Link {
                     name: name.clone(),
+                    model: a.fallback_models.get(name).cloned(),
                     provider,
                     max_retries: effective.max_retries,
                     total: Duration::from_millis(effective.total_timeout_ms),

@@ -33,6 +33,8 @@ use super::{ChatRequest, Completion, EventStream, Provider, ProviderError, Provi
 pub struct Link {
     /// The configured provider name (for logs).
     pub name: String,
+    /// The model asked of this provider instead of the agent's.
+    pub model: Option<String>,
     pub provider: Arc<dyn Provider>,
     pub max_retries: u32,
     /// Bound on one call to this provider, retries included.
@@ -56,6 +58,7 @@ impl Route {
     pub fn single(provider: Arc<dyn Provider>) -> Self {
         Self::new(vec![Link {
             name: "default".into(),
+            model: None,
             provider,
             max_retries: 0,
             total: Duration::from_secs(24 * 3600),
@@ -82,7 +85,8 @@ impl Route {
                     continue;
                 }
                 let deadline = req.deadline.min(Instant::now() + link.total);
-                let req = ChatRequest { deadline, ..req };
+                let model = link.model.as_deref().unwrap_or(req.model);
+                let req = ChatRequest { deadline, model, ..req };
                 let mut attempt = 0;
                 loop {
                     let failure = match open(link.provider.as_ref(), req, streaming).await {

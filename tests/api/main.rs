@@ -1,6 +1,8 @@
 //! One integration-test binary (faster to link): each test starts the real
 //! gateway on a random port, with real HTTP mock upstreams where it needs them.
 
+mod anthropic;
+mod anthropic_mock;
 mod chat;
 mod cursor;
 mod errors;
@@ -11,6 +13,7 @@ mod quant_async;
 mod quant_sessions;
 mod redis;
 mod redis_server;
+mod resilience;
 mod sdk;
 mod streaming;
 mod tools;

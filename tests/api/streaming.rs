@@ -123,14 +123,14 @@ fn usage() -> Step {
 
 /// A parsed SSE event.
 #[derive(Debug)]
-struct Event {
-    id: String,
-    name: String,
-    data: Value,
+pub struct Event {
+    pub id: String,
+    pub name: String,
+    pub data: Value,
 }
 
 /// Read SSE events from a response until `done` or `error` (bounded).
-async fn read_events(res: reqwest::Response) -> Vec<Event> {
+pub async fn read_events(res: reqwest::Response) -> Vec<Event> {
     let mut stream = res.bytes_stream();
     let mut buf = String::new();
     let mut events = Vec::new();

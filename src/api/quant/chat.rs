@@ -108,11 +108,7 @@ fn response_body(reply: &sessions::ChatReply) -> String {
         response: ChatResponseBody {
             text: &reply.reply,
             stop_reason: reply.stop_reason.as_str(),
-            usage: UsageOut {
-                input_tokens: reply.usage.input_tokens,
-                output_tokens: reply.usage.output_tokens,
-                total_tokens: None,
-            },
+            usage: UsageOut::new(reply.usage, false),
             tool_results: tool_results.clone(),
         },
         tool_results,

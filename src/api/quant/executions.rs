@@ -52,14 +52,15 @@ async fn render(
                 role: "assistant",
                 content: &r.text,
             },
-            usage: UsageOut {
-                input_tokens: r.input_tokens,
-                output_tokens: r.output_tokens,
-                total_tokens: match (r.input_tokens, r.output_tokens) {
-                    (None, None) => None,
-                    (i, o) => Some(i.unwrap_or(0) + o.unwrap_or(0)),
+            usage: UsageOut::new(
+                crate::domain::Usage {
+                    input_tokens: r.input_tokens,
+                    output_tokens: r.output_tokens,
+                    cache_read_tokens: r.cache_read_tokens,
+                    cache_write_tokens: r.cache_write_tokens,
                 },
-            },
+                true,
+            ),
             tool_executions: r.tool_executions.clone(),
             session_id: &rec.session_id,
             stop_reason: &r.stop_reason,

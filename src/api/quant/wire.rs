@@ -65,6 +65,28 @@ pub struct UsageOut {
     pub output_tokens: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub total_tokens: Option<u64>,
+    /// Input tokens read from / written to the provider's prompt cache
+    /// (included in `inputTokens`; extra fields the SDK ignores).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_read_tokens: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_write_tokens: Option<u64>,
+}
+
+impl UsageOut {
+    /// `usage` on the wire; `with_total` adds `totalTokens` (execution results).
+    pub fn new(usage: crate::domain::Usage, with_total: bool) -> Self {
+        Self {
+            input_tokens: usage.input_tokens,
+            output_tokens: usage.output_tokens,
+            total_tokens: match (with_total, usage.input_tokens, usage.output_tokens) {
+                (false, _, _) | (true, None, None) => None,
+                (true, i, o) => Some(i.unwrap_or(0) + o.unwrap_or(0)),
+            },
+            cache_read_tokens: usage.cache_read_tokens,
+            cache_write_tokens: usage.cache_write_tokens,
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]

@@ -102,6 +102,7 @@ fn cut() -> ProviderError {
 fn link(name: &str, p: Arc<Fake>, retries: u32, breaker: Arc<Breaker>) -> Link {
     Link {
         name: name.into(),
+        model: None,
         provider: p,
         max_retries: retries,
         total: Duration::from_secs(300),
