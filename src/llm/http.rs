@@ -48,7 +48,7 @@ impl HttpUpstream {
     }
 
     /// Send and wait for a successful status, within the first-byte timeout.
-    pub async fn send(
+    async fn send(
         &self,
         request: reqwest::RequestBuilder,
         deadline: Instant,
@@ -80,8 +80,29 @@ impl HttpUpstream {
         Ok(response)
     }
 
+    /// Send and read the whole successful response body.
+    pub async fn call(
+        &self,
+        request: reqwest::RequestBuilder,
+        deadline: Instant,
+    ) -> Result<Vec<u8>, ProviderError> {
+        let response = self.send(request, deadline).await?;
+        self.body(response, deadline).await
+    }
+
+    /// Send and return the SSE events of the successful response.
+    pub async fn call_streaming(
+        &self,
+        request: reqwest::RequestBuilder,
+        deadline: Instant,
+    ) -> Result<impl Stream<Item = Result<Event, ProviderError>> + Send + 'static, ProviderError>
+    {
+        let response = self.send(request, deadline).await?;
+        Ok(self.events(response, deadline))
+    }
+
     /// Read a whole response body within the idle and total timeouts.
-    pub async fn body(
+    async fn body(
         &self,
         response: reqwest::Response,
         deadline: Instant,
@@ -111,7 +132,7 @@ impl HttpUpstream {
 
     /// The SSE events of a streaming response, within the idle and total
     /// timeouts. A lost connection is a transient error.
-    pub fn events(
+    fn events(
         &self,
         response: reqwest::Response,
         deadline: Instant,

@@ -27,17 +27,21 @@ async fn app_on(mock: &Mock, provider: &str, agent: &str) -> TestApp {
     .await
 }
 
-/// One streamed Cognite turn.
-async fn streamed(app: &TestApp, text: &str) -> Vec<Event> {
-    let res = app
-        .client
+/// POST one Cognite turn of agent `claude`, streamed or not.
+async fn post(app: &TestApp, text: &str, stream: bool) -> reqwest::Response {
+    let body =
+        json!({"agentExternalId": "claude", "messages": [text_message(text)], "stream": stream});
+    app.client
         .post(app.chat_url("p"))
-        .json(
-            &json!({"agentExternalId": "claude", "messages": [text_message(text)], "stream": true}),
-        )
+        .json(&body)
         .send()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// One streamed Cognite turn.
+async fn streamed(app: &TestApp, text: &str) -> Vec<Event> {
+    let res = post(app, text, true).await;
     assert_eq!(res.status(), 200);
     read_events(res).await
 }
@@ -145,15 +149,7 @@ async fn an_in_stream_overload_before_output_is_retried() {
         Reply::Faulty(message("x"), 1, Fault::Overloaded),
         Reply::Faulty(message("x"), 1, Fault::Overloaded),
     ]);
-    let res = app
-        .client
-        .post(app.chat_url("p"))
-        .json(
-            &json!({"agentExternalId": "claude", "messages": [text_message("hi")], "stream": true}),
-        )
-        .send()
-        .await
-        .unwrap();
+    let res = post(&app, "hi", true).await;
     assert_eq!(res.status(), 503);
     assert_eq!(res.headers()["retry-after"], "1");
     let body: Value = res.json().await.unwrap();
@@ -178,13 +174,7 @@ async fn rate_limits_and_overloads_are_retried_honouring_retry_after() {
 
     // Persistent 529s: 503 with a Retry-After.
     mock.push(vec![Reply::Status(529, Some("2")); 3]);
-    let res = app
-        .client
-        .post(app.chat_url("p"))
-        .json(&json!({"agentExternalId": "claude", "messages": [text_message("hi")]}))
-        .send()
-        .await
-        .unwrap();
+    let res = post(&app, "hi", false).await;
     assert_eq!(res.status(), 503);
     assert_eq!(res.headers()["retry-after"], "2");
     let body: Value = res.json().await.unwrap();
@@ -198,13 +188,7 @@ async fn a_retry_after_longer_than_the_deadline_is_answered_at_once() {
     let app = app_on(&mock, "max_retries = 3", "max_turn_seconds = 5").await;
     mock.push([Reply::Status(429, Some("30"))]);
     let start = Instant::now();
-    let res = app
-        .client
-        .post(app.chat_url("p"))
-        .json(&json!({"agentExternalId": "claude", "messages": [text_message("hi")]}))
-        .send()
-        .await
-        .unwrap();
+    let res = post(&app, "hi", false).await;
     assert_eq!(res.status(), 429);
     assert_eq!(res.headers()["retry-after"], "30");
     assert!(
@@ -257,16 +241,7 @@ tools = ["calculator"]"#
         Reply::Status(503, None),
     ]);
     secondary.push([Reply::Message(message("It is 4."))]);
-    let events = {
-        let res = app
-            .client
-            .post(app.chat_url("p"))
-            .json(&json!({"agentExternalId": "claude", "messages": [text_message("2+2?")], "stream": true}))
-            .send()
-            .await
-            .unwrap();
-        read_events(res).await
-    };
+    let events = streamed(&app, "2+2?").await;
     assert_eq!(events.last().unwrap().name, "done", "{events:?}");
     assert_eq!(streamed_text(&events), "Let me work that out.It is 4.");
     // The fallback saw the whole conversation, thinking block included.
@@ -291,13 +266,7 @@ async fn the_breaker_opens_after_consecutive_failures_and_closes_after_a_good_tr
         assert_eq!(status, 502);
     }
     // Open: the provider is not called; 503 says when to come back.
-    let res = app
-        .client
-        .post(app.chat_url("p"))
-        .json(&json!({"agentExternalId": "claude", "messages": [text_message("hi")]}))
-        .send()
-        .await
-        .unwrap();
+    let res = post(&app, "hi", false).await;
     assert_eq!(res.status(), 503);
     assert_eq!(res.headers()["retry-after"], "1");
     let body: Value = res.json().await.unwrap();

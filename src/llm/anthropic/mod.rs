@@ -156,15 +156,15 @@ pub fn parse(body: &[u8]) -> Result<Completion, ProviderError> {
 #[async_trait::async_trait]
 impl Provider for AnthropicProvider {
     async fn complete(&self, req: ChatRequest<'_>) -> Result<Completion, ProviderError> {
-        let body = encode_request(&req, false)?;
-        let response = self.http.send(self.request(body), req.deadline).await?;
-        parse(&self.http.body(response, req.deadline).await?)
+        let request = self.request(encode_request(&req, false)?);
+        parse(&self.http.call(request, req.deadline).await?)
     }
 
     async fn stream(&self, req: ChatRequest<'_>) -> Result<EventStream, ProviderError> {
-        let body = encode_request(&req, true)?;
-        let response = self.http.send(self.request(body), req.deadline).await?;
-        Ok(stream::events(self.http.events(response, req.deadline)))
+        let request = self.request(encode_request(&req, true)?);
+        Ok(stream::events(
+            self.http.call_streaming(request, req.deadline).await?,
+        ))
     }
 }
 
