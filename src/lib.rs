@@ -22,3 +22,14 @@ pub mod startup;
 pub mod store;
 pub mod telemetry;
 pub mod tools;
+
+/// Install the process-wide TLS crypto provider (ring) that every HTTP client
+/// uses: the upstream providers, HTTP tools and MCP servers. Idempotent; called
+/// by [`startup::Application::build`] before any client is made.
+pub fn install_crypto_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // Err means another provider was installed first, which is as good.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}

@@ -52,6 +52,7 @@ impl Application {
         clock: Arc<dyn Clock>,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, StartupError> {
+        crate::install_crypto_provider();
         let providers = ProviderRegistry::new(&settings.providers, &settings.agents, env)?;
         let tools = Arc::new(
             ToolRegistry::new(&settings.tools, env)

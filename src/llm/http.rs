@@ -26,6 +26,7 @@ pub struct HttpUpstream {
 
 impl HttpUpstream {
     pub fn new(s: &ProviderSettings) -> Result<Self, ProviderError> {
+        crate::install_crypto_provider();
         let client = reqwest::Client::builder()
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_millis(s.connect_timeout_ms))

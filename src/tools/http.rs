@@ -91,6 +91,7 @@ impl HttpTool {
             value.set_sensitive(true);
             headers.push((name, value));
         }
+        crate::install_crypto_provider();
         let client = reqwest::Client::builder()
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_millis(s.timeout_ms.min(10_000)))
