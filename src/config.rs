@@ -300,6 +300,7 @@ pub struct ProviderSettings {
 pub enum ToolKind {
     Builtin,
     Http,
+    Mcp,
 }
 
 /// A server-side tool (`[[tools]]`). Built-ins (`clock`, `calculator`) exist
@@ -329,6 +330,12 @@ pub struct ToolSettings {
     pub confirm: bool,
     #[serde(default)]
     pub expose: crate::tools::Expose,
+    /// (mcp) The server's tool names to offer; all when absent.
+    #[serde(default)]
+    pub allow: Option<Vec<String>>,
+    /// (mcp) How often the server's tool list is discovered again.
+    #[serde(default = "defaults::refresh_seconds")]
+    pub refresh_seconds: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -446,6 +453,9 @@ mod defaults {
     }
     pub fn keep_images_turns() -> usize {
         2
+    }
+    pub fn refresh_seconds() -> u64 {
+        300
     }
     pub fn tool_timeout_ms() -> u64 {
         10_000
@@ -629,11 +639,33 @@ impl Settings {
                     format!("{:?} must match ^[a-zA-Z0-9_-]{{1,64}}$", t.name),
                 ));
             }
-            if t.kind == ToolKind::Http && !tool_names.insert(t.name.as_str()) {
+            if t.kind != ToolKind::Builtin && !tool_names.insert(t.name.as_str()) {
                 return Err(invalid(
                     key("name"),
                     format!("{:?} is already taken", t.name),
                 ));
+            }
+            if t.kind != ToolKind::Mcp && t.allow.is_some() {
+                return Err(invalid(key("allow"), "only applies to kind = \"mcp\""));
+            }
+            if t.kind == ToolKind::Mcp {
+                if t.url.is_none() {
+                    return Err(invalid(key("url"), "required for kind = \"mcp\""));
+                }
+                for (field, set) in [
+                    ("method", t.method.is_some()),
+                    ("parameters", t.parameters.is_some()),
+                ] {
+                    if set {
+                        return Err(invalid(
+                            key(field),
+                            "does not apply to kind = \"mcp\" (the server describes its tools)",
+                        ));
+                    }
+                }
+                if t.refresh_seconds == 0 || t.refresh_seconds > 86_400 {
+                    return Err(invalid(key("refresh_seconds"), "must be 1 to 86400"));
+                }
             }
             if t.timeout_ms == 0 || t.timeout_ms > 600_000 {
                 return Err(invalid(key("timeout_ms"), "must be 1 to 600000"));

@@ -58,6 +58,7 @@ impl Application {
             ToolRegistry::new(&settings.tools, env)
                 .map_err(|e| StartupError::Tools(e.to_string()))?,
         );
+        tools.start_discovery();
         let agents = AgentRegistry::new(&settings.agents);
         let codec = CursorCodec::new(
             Arc::new(keys),

@@ -28,6 +28,20 @@ fn defaults_apply_to_a_minimal_file() {
 }
 
 #[test]
+fn an_mcp_server_is_a_tool_agents_can_list() {
+    let text = format!(
+        "{MINIMAL}tools = [\"kb\"]\n\n[[tools]]\nname = \"kb\"\nkind = \"mcp\"\nurl = \"http://127.0.0.1:9/mcp\"\nallow = [\"search\"]\nheaders = {{ authorization = \"env:KB_TOKEN\" }}"
+    );
+    let s = Settings::from_toml(&text).unwrap();
+    let t = &s.tools[0];
+    assert_eq!(
+        (t.kind, t.refresh_seconds, t.timeout_ms),
+        (ToolKind::Mcp, 300, 10_000)
+    );
+    assert_eq!(t.allow.as_deref(), Some(&["search".to_owned()][..]));
+}
+
+#[test]
 fn the_shipped_config_is_valid() {
     let text = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -99,6 +113,23 @@ fn bad_files_fail_naming_the_key() {
         (
             "[[providers]]\nname = \"o\"\nkind = \"openai\"\nbase_url = \"http://x\"\nanthropic_version = \"1\"",
             "providers[0].anthropic_version",
+        ),
+        ("[[tools]]\nname = \"kb\"\nkind = \"mcp\"", "tools[0].url"),
+        (
+            "[[tools]]\nname = \"kb\"\nkind = \"mcp\"\nurl = \"http://x/mcp\"\nmethod = \"GET\"",
+            "tools[0].method",
+        ),
+        (
+            "[[tools]]\nname = \"kb\"\nkind = \"mcp\"\nurl = \"http://x/mcp\"\nrefresh_seconds = 0",
+            "tools[0].refresh_seconds",
+        ),
+        (
+            "[[tools]]\nname = \"h\"\nkind = \"http\"\nurl = \"http://x\"\nallow = [\"a\"]",
+            "tools[0].allow",
+        ),
+        (
+            "[[tools]]\nname = \"kb.x\"\nkind = \"mcp\"\nurl = \"http://x/mcp\"",
+            "tools[0].name",
         ),
     ];
     for (text, key) in cases {

@@ -104,7 +104,9 @@ pub fn run_turn(
             Some(extra) if !extra.is_empty() => extra.clone(),
             _ => agent.system_prompt.clone(),
         };
-        let mut offered: Vec<&ToolSpec> = agent.tools.iter().filter_map(|t| tools.spec(t)).collect();
+        tools.prepare(&agent.tools).await;
+        let offered_tools = tools.offered(&agent.tools);
+        let mut offered: Vec<&ToolSpec> = offered_tools.iter().map(|t| t.spec()).collect();
         offered.extend(input.client_tools.iter());
         let client_validators: Vec<(&str, Option<jsonschema::Validator>)> = input
             .client_tools
@@ -201,8 +203,9 @@ pub fn run_turn(
             let mut pending = Vec::new();
             let mut server_calls = Vec::new();
             for (position, call) in calls.iter().enumerate() {
-                let needs_confirmation = agent.tools.contains(&call.name)
-                    && tools.spec(&call.name).is_some_and(|t| t.confirm);
+                let needs_confirmation = tools
+                    .find(&agent.tools, &call.name)
+                    .is_some_and(|t| t.spec().confirm);
                 match client_validators.iter().find(|(name, _)| *name == call.name) {
                     None if needs_confirmation && input.can_confirm => pending.push(PendingAction {
                         action_id: uuid::Uuid::new_v4().to_string(),

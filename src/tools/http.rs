@@ -76,21 +76,7 @@ impl HttpTool {
         if parameters.get("type").and_then(|t| t.as_str()) != Some("object") {
             return Err("parameters must be a JSON Schema with type = \"object\"".into());
         }
-        let mut headers = Vec::new();
-        for (name, value) in &s.headers {
-            let value = match value.strip_prefix("env:") {
-                Some(var) => env(var).ok_or_else(|| {
-                    format!("header {name}: environment variable {var} is not set")
-                })?,
-                None => value.clone(),
-            };
-            let name = HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| format!("header name {name:?} is invalid"))?;
-            let mut value = HeaderValue::from_str(&value)
-                .map_err(|_| format!("header {name}: invalid value"))?;
-            value.set_sensitive(true);
-            headers.push((name, value));
-        }
+        let headers = resolve_headers(&s.headers, env)?;
         crate::install_crypto_provider();
         let client = reqwest::Client::builder()
             .tcp_nodelay(true)
@@ -115,6 +101,29 @@ impl HttpTool {
             client,
         })
     }
+}
+
+/// Configured headers with `env:NAME` values read from the environment; the
+/// values are marked sensitive (never printed).
+pub fn resolve_headers(
+    headers: &std::collections::BTreeMap<String, String>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
+    let mut out = Vec::with_capacity(headers.len());
+    for (name, value) in headers {
+        let value = match value.strip_prefix("env:") {
+            Some(var) => env(var)
+                .ok_or_else(|| format!("header {name}: environment variable {var} is not set"))?,
+            None => value.clone(),
+        };
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| format!("header name {name:?} is invalid"))?;
+        let mut value =
+            HeaderValue::from_str(&value).map_err(|_| format!("header {name}: invalid value"))?;
+        value.set_sensitive(true);
+        out.push((name, value));
+    }
+    Ok(out)
 }
 
 /// The `{name}` placeholders of a URL template.

@@ -6,6 +6,7 @@
 pub mod builtin;
 pub mod calc;
 pub mod http;
+pub mod mcp;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -101,9 +102,19 @@ pub fn idempotency_key(
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(h.finalize())
 }
 
-struct Entry {
+/// A runnable tool and the validator of its arguments.
+pub struct Entry {
     tool: Arc<dyn Tool>,
     validator: jsonschema::Validator,
+}
+
+impl Entry {
+    /// `tool` with a validator of its parameters schema.
+    pub fn new(tool: Arc<dyn Tool>) -> Result<Self, String> {
+        let validator = jsonschema::validator_for(&tool.spec().parameters)
+            .map_err(|e| format!("parameters is not a valid JSON Schema: {e}"))?;
+        Ok(Self { tool, validator })
+    }
 }
 
 impl std::fmt::Debug for Entry {
@@ -112,10 +123,12 @@ impl std::fmt::Debug for Entry {
     }
 }
 
-/// Every tool by name: the built-ins plus those declared in config.
+/// Every tool by name: the built-ins plus those declared in config, and the
+/// tools each MCP server offers (discovered at run time, so looked up live).
 #[derive(Debug, Default)]
 pub struct ToolRegistry {
-    tools: HashMap<String, Entry>,
+    tools: HashMap<String, Arc<Entry>>,
+    mcp: Vec<Arc<mcp::McpServer>>,
 }
 
 /// A tool-configuration error found at start.
@@ -133,6 +146,7 @@ impl ToolRegistry {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, ToolConfigError> {
         let mut tools: Vec<Arc<dyn Tool>> = builtin::all();
+        let mut mcp = Vec::new();
         for (index, s) in settings.iter().enumerate() {
             let err = |message: String| ToolConfigError {
                 index,
@@ -154,28 +168,85 @@ impl ToolRegistry {
                     }
                     tools.push(Arc::new(http::HttpTool::new(s, env).map_err(err)?));
                 }
+                ToolKind::Mcp => mcp.push(Arc::new(mcp::McpServer::new(s, env).map_err(err)?)),
             }
         }
         let mut map = HashMap::new();
         for tool in tools {
-            let validator = jsonschema::validator_for(&tool.spec().parameters).map_err(|e| {
-                ToolConfigError {
-                    index: 0,
-                    name: tool.spec().name.clone(),
-                    message: format!("parameters is not a valid JSON Schema: {e}"),
-                }
+            let name = tool.spec().name.clone();
+            let entry = Entry::new(tool).map_err(|message| ToolConfigError {
+                index: 0,
+                name: name.clone(),
+                message,
             })?;
-            map.insert(tool.spec().name.clone(), Entry { tool, validator });
+            map.insert(name, Arc::new(entry));
         }
-        Ok(Self { tools: map })
+        Ok(Self { tools: map, mcp })
     }
 
-    pub fn contains(&self, name: &str) -> bool {
-        self.tools.contains_key(name)
+    /// Start discovering every MCP server's tools in the background (and keep
+    /// them current). Without it, MCP tools are discovered on first use.
+    pub fn start_discovery(&self) {
+        for server in &self.mcp {
+            server.clone().spawn_discovery();
+        }
     }
 
-    pub fn spec(&self, name: &str) -> Option<&ToolSpec> {
-        self.tools.get(name).map(|e| e.tool.spec())
+    /// The MCP servers, by configured name.
+    pub fn mcp_server(&self, name: &str) -> Option<&Arc<mcp::McpServer>> {
+        self.mcp.iter().find(|s| s.name() == name)
+    }
+
+    /// Make sure the MCP servers among `allowed` were discovered at least once.
+    pub async fn prepare(&self, allowed: &[String]) {
+        for server in &self.mcp {
+            if allowed.iter().any(|a| a == server.name()) {
+                server.ensure_discovered().await;
+            }
+        }
+    }
+
+    /// The tools an agent allowed `allowed` (tool and MCP server names) is offered now.
+    pub fn offered(&self, allowed: &[String]) -> Vec<Arc<dyn Tool>> {
+        let mut out = Vec::new();
+        for name in allowed {
+            if let Some(e) = self.tools.get(name) {
+                out.push(e.tool.clone());
+            } else if let Some(server) = self.mcp_server(name) {
+                let mut tools: Vec<Arc<dyn Tool>> =
+                    server.entries().values().map(|e| e.tool.clone()).collect();
+                tools.sort_by(|a, b| a.spec().name.cmp(&b.spec().name));
+                out.extend(tools);
+            }
+        }
+        out
+    }
+
+    /// The entry an agent allowed `allowed` may run as `name`.
+    fn entry(&self, allowed: &[String], name: &str) -> Option<Arc<Entry>> {
+        if allowed.iter().any(|a| a == name)
+            && let Some(e) = self.tools.get(name)
+        {
+            return Some(e.clone());
+        }
+        self.mcp
+            .iter()
+            .filter(|s| allowed.iter().any(|a| a == s.name()))
+            .find_map(|s| s.entries().get(name).cloned())
+    }
+
+    /// The tool an agent allowed `allowed` may run as `name`.
+    pub fn find(&self, allowed: &[String], name: &str) -> Option<Arc<dyn Tool>> {
+        self.entry(allowed, name).map(|e| e.tool.clone())
+    }
+
+    /// Any tool called `name` (for reporting).
+    pub fn tool(&self, name: &str) -> Option<Arc<dyn Tool>> {
+        self.tools.get(name).map(|e| e.tool.clone()).or_else(|| {
+            self.mcp
+                .iter()
+                .find_map(|s| s.entries().get(name).map(|e| e.tool.clone()))
+        })
     }
 
     /// Validate and run one call; every failure becomes an error result.
@@ -193,11 +264,7 @@ impl ToolRegistry {
             tool_type,
             expose,
         };
-        let Some(entry) = self
-            .tools
-            .get(&call.name)
-            .filter(|_| allowed.contains(&call.name))
-        else {
+        let Some(entry) = self.entry(allowed, &call.name) else {
             return result(
                 format!(
                     "unknown tool {:?}: use only the tools you were given",

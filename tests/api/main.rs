@@ -7,6 +7,8 @@ mod chat;
 mod cursor;
 mod errors;
 mod helpers;
+mod mcp;
+mod mcp_server;
 mod operations;
 mod quant;
 mod quant_async;

@@ -78,7 +78,7 @@ async fn chat(
     if let Some(t) = chat
         .client_tools
         .iter()
-        .find(|t| agent.tools.contains(&t.name))
+        .find(|t| agent.tools.contains(&t.name) || cx.tools.find(&agent.tools, &t.name).is_some())
     {
         return Err(ApiError::invalid(format!(
             "the client tool {:?} has the name of one of the agent's server tools",
@@ -316,7 +316,8 @@ fn action(p: &PendingAction, tools: &ToolRegistry) -> serde_json::Value {
             "clientTool": {"name": p.name, "arguments": p.arguments},
         }),
         PendingKind::ToolConfirmation => {
-            let spec = tools.spec(&p.name);
+            let tool = tools.tool(&p.name);
+            let spec = tool.as_ref().map(|t| t.spec());
             let arguments: serde_json::Value =
                 serde_json::from_str(&p.arguments).unwrap_or_else(|_| serde_json::json!({}));
             serde_json::json!({
