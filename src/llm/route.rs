@@ -213,8 +213,9 @@ struct BreakerState {
     failures: u32,
     /// Set while open: skipped until then.
     open_until: Option<Instant>,
-    /// Set when the cooldown has passed and one trial call was let through.
-    trial: bool,
+    /// When the one trial call after a cooldown was let through; a trial that
+    /// never reports back (its caller went away) expires after a cooldown.
+    trial: Option<Instant>,
 }
 
 impl Breaker {
@@ -236,11 +237,13 @@ impl Breaker {
         if now < until {
             return Err(until - now);
         }
-        if s.trial {
+        if let Some(started) = s.trial
+            && now < started + self.cooldown
+        {
             // One trial call at a time; the others keep skipping briefly.
             return Err(Duration::from_secs(1));
         }
-        s.trial = true;
+        s.trial = Some(now);
         Ok(())
     }
 
@@ -252,8 +255,8 @@ impl Breaker {
             return;
         }
         s.failures = s.failures.saturating_add(1);
-        if s.trial || s.failures >= self.threshold {
-            if s.open_until.is_none() || s.trial {
+        if s.trial.is_some() || s.failures >= self.threshold {
+            if s.open_until.is_none() || s.trial.is_some() {
                 tracing::warn!(
                     failures = s.failures,
                     cooldown_s = self.cooldown.as_secs(),
@@ -261,7 +264,7 @@ impl Breaker {
                 );
             }
             s.open_until = Some(Instant::now() + self.cooldown);
-            s.trial = false;
+            s.trial = None;
         }
     }
 

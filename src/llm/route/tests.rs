@@ -337,3 +337,20 @@ async fn the_breaker_opens_skips_then_lets_one_trial_through() {
     assert!(!shared.is_open());
     assert_eq!(a.calls(), 5);
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_abandoned_trial_does_not_keep_the_breaker_open() {
+    let b = Breaker::new(1, Duration::from_secs(10));
+    b.admit().unwrap();
+    b.record(false);
+    assert!(b.is_open());
+    tokio::time::advance(Duration::from_secs(11)).await;
+    assert!(b.admit().is_ok(), "the trial call");
+    assert!(b.admit().is_err(), "one trial at a time");
+    // The trial's caller went away without an outcome.
+    tokio::time::advance(Duration::from_secs(11)).await;
+    assert!(b.admit().is_ok(), "the abandoned trial expired");
+    b.record(true);
+    assert!(!b.is_open());
+    assert!(b.admit().is_ok() && b.admit().is_ok(), "closed");
+}
