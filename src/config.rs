@@ -382,22 +382,17 @@ pub struct AgentSettings {
     pub thinking_budget_tokens: Option<u32>,
 }
 
-/// An agent's overrides of its providers' timeouts.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct TimeoutOverrides {
-    pub connect_timeout_ms: Option<u64>,
-    pub first_byte_timeout_ms: Option<u64>,
-    pub idle_timeout_ms: Option<u64>,
-    pub total_timeout_ms: Option<u64>,
-}
-
-impl TimeoutOverrides {
-    pub fn is_empty(&self) -> bool {
-        *self == Self::default()
+impl AgentSettings {
+    /// Whether the agent overrides any of its providers' timeouts.
+    pub fn overrides_timeouts(&self) -> bool {
+        self.connect_timeout_ms.is_some()
+            || self.first_byte_timeout_ms.is_some()
+            || self.idle_timeout_ms.is_some()
+            || self.total_timeout_ms.is_some()
     }
 
-    /// `provider` with these overrides applied.
-    pub fn apply(&self, provider: &ProviderSettings) -> ProviderSettings {
+    /// `provider` with this agent's timeout overrides applied.
+    pub fn provider_settings(&self, provider: &ProviderSettings) -> ProviderSettings {
         let mut p = provider.clone();
         p.connect_timeout_ms = self.connect_timeout_ms.unwrap_or(p.connect_timeout_ms);
         p.first_byte_timeout_ms = self
@@ -406,17 +401,6 @@ impl TimeoutOverrides {
         p.idle_timeout_ms = self.idle_timeout_ms.unwrap_or(p.idle_timeout_ms);
         p.total_timeout_ms = self.total_timeout_ms.unwrap_or(p.total_timeout_ms);
         p
-    }
-}
-
-impl AgentSettings {
-    pub fn timeout_overrides(&self) -> TimeoutOverrides {
-        TimeoutOverrides {
-            connect_timeout_ms: self.connect_timeout_ms,
-            first_byte_timeout_ms: self.first_byte_timeout_ms,
-            idle_timeout_ms: self.idle_timeout_ms,
-            total_timeout_ms: self.total_timeout_ms,
-        }
     }
 }
 

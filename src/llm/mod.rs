@@ -196,17 +196,16 @@ impl ProviderRegistry {
         }
         let mut routes = HashMap::new();
         for a in agents {
-            let overrides = a.timeout_overrides();
             let mut links = Vec::new();
             for name in std::iter::once(&a.provider).chain(&a.fallback_providers) {
                 let (settings, provider, breaker) = shared.get(name.as_str()).ok_or_else(|| {
                     ProviderError::Config(format!("agent {}: no provider named {name:?}", a.id))
                 })?;
-                let effective = overrides.apply(settings);
-                let provider = if overrides.is_empty() {
-                    provider.clone()
-                } else {
+                let effective = a.provider_settings(settings);
+                let provider = if a.overrides_timeouts() {
                     build(&effective, &env)?
+                } else {
+                    provider.clone()
                 };
                 links.push(route::Link {
                     name: name.clone(),

@@ -26,7 +26,7 @@ use futures_util::stream::BoxStream;
 use futures_util::{StreamExt, stream};
 use tokio::time::Instant;
 
-use super::{ChatRequest, Completion, EventStream, Provider, ProviderError, ProviderEvent};
+use super::{ChatRequest, EventStream, Provider, ProviderError, ProviderEvent};
 
 /// One provider of a route.
 #[derive(Debug, Clone)]
@@ -161,22 +161,6 @@ impl Route {
         }
         .boxed()
     }
-
-    /// One model call folded into a complete answer (tests and batch callers).
-    pub async fn complete(&self, req: ChatRequest<'_>) -> Result<Completion, ProviderError> {
-        let mut c = Completion::default();
-        let mut events = self.call(req, false);
-        while let Some(event) = events.next().await {
-            match event? {
-                ProviderEvent::TextDelta(t) => c.text.push_str(&t),
-                ProviderEvent::Reasoning(r) => c.reasoning.push(r),
-                ProviderEvent::ToolCall(call) => c.tool_calls.push(call),
-                ProviderEvent::Usage(u) => c.usage.add(u),
-                ProviderEvent::Finish(f) => c.finish = Some(f),
-            }
-        }
-        Ok(c)
-    }
 }
 
 /// Start one attempt.
@@ -269,6 +253,7 @@ impl Breaker {
     }
 
     /// Whether the breaker currently skips its provider.
+    #[cfg(test)]
     pub fn is_open(&self) -> bool {
         let s = self.state.lock().unwrap_or_else(|p| p.into_inner());
         s.open_until.is_some_and(|u| Instant::now() < u)

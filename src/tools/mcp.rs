@@ -215,7 +215,6 @@ pub struct McpServer {
     name: String,
     connection: Arc<Connection>,
     allow: Option<Vec<String>>,
-    timeout: Duration,
     expose: Expose,
     confirm: bool,
     refresh: Duration,
@@ -261,7 +260,6 @@ impl McpServer {
                 session: Mutex::new(None),
             }),
             allow: s.allow.clone(),
-            timeout,
             expose: s.expose,
             confirm: s.confirm,
             refresh: Duration::from_secs(s.refresh_seconds),
@@ -305,9 +303,10 @@ impl McpServer {
 
     async fn discover_locked(&self) -> Result<usize, String> {
         let session = self.connection.session().await?;
-        let listed = tokio::time::timeout(self.timeout, session.peer().list_all_tools()).await;
+        let timeout = self.connection.timeout;
+        let listed = tokio::time::timeout(timeout, session.peer().list_all_tools()).await;
         let tools = match listed {
-            Err(_) => return Err(format!("no tool list within {:?}", self.timeout)),
+            Err(_) => return Err(format!("no tool list within {timeout:?}")),
             Ok(Err(e)) => {
                 if session.is_closed() {
                     self.connection.reset().await;
@@ -331,7 +330,7 @@ impl McpServer {
                 description: tool.description.as_deref().unwrap_or_default().to_owned(),
                 parameters: serde_json::Value::Object((*tool.input_schema).clone()),
                 tool_type: "mcp",
-                timeout: self.timeout,
+                timeout,
                 expose: self.expose,
                 confirm: self.confirm,
             };

@@ -5,7 +5,7 @@ use std::sync::Mutex;
 
 use super::*;
 use crate::domain::{HistoryItem, ToolCall, Usage};
-use crate::llm::{FinishReason, Reasoning};
+use crate::llm::{Completion, FinishReason, Reasoning};
 
 /// One scripted attempt.
 #[derive(Debug, Clone)]
