@@ -41,7 +41,7 @@ impl HttpUpstream {
     }
 
     /// A POST of a JSON `body` to `url`.
-    pub fn post(&self, url: &reqwest::Url, body: Vec<u8>) -> reqwest::RequestBuilder {
+    pub fn post(&self, url: &reqwest::Url, body: bytes::Bytes) -> reqwest::RequestBuilder {
         self.client
             .post(url.clone())
             .header(reqwest::header::CONTENT_TYPE, "application/json")

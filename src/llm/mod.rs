@@ -162,13 +162,42 @@ impl ProviderError {
 
 pub type EventStream = BoxStream<'static, Result<ProviderEvent, ProviderError>>;
 
+/// The upstream request body of one call to one provider: serialised by the
+/// first attempt, reused as it is by the retries (the history is serialised
+/// once per provider, however many attempts it takes).
+#[derive(Debug, Default)]
+pub struct EncodedBody(std::sync::OnceLock<bytes::Bytes>);
+
+impl EncodedBody {
+    /// The body, encoding it with `encode` if no attempt did yet.
+    pub fn get_or_encode(
+        &self,
+        encode: impl FnOnce() -> Result<Vec<u8>, ProviderError>,
+    ) -> Result<bytes::Bytes, ProviderError> {
+        if let Some(body) = self.0.get() {
+            return Ok(body.clone());
+        }
+        let body = bytes::Bytes::from(encode()?);
+        Ok(self.0.get_or_init(|| body).clone())
+    }
+}
+
 /// A model provider: one upstream attempt per call, bounded by `req.deadline`.
+/// Attempts of one call share `body`; providers without a wire body ignore it.
 #[async_trait::async_trait]
 pub trait Provider: Send + Sync + std::fmt::Debug {
     /// The whole answer at once.
-    async fn complete(&self, req: ChatRequest<'_>) -> Result<Completion, ProviderError>;
+    async fn complete(
+        &self,
+        req: ChatRequest<'_>,
+        body: &EncodedBody,
+    ) -> Result<Completion, ProviderError>;
     /// The answer as events; the request is fully sent before this returns.
-    async fn stream(&self, req: ChatRequest<'_>) -> Result<EventStream, ProviderError>;
+    async fn stream(
+        &self,
+        req: ChatRequest<'_>,
+        body: &EncodedBody,
+    ) -> Result<EventStream, ProviderError>;
 }
 
 /// The configured providers, and the route each agent's turns take through them.

@@ -26,7 +26,7 @@ use futures_util::stream::BoxStream;
 use futures_util::{StreamExt, stream};
 use tokio::time::Instant;
 
-use super::{ChatRequest, EventStream, Provider, ProviderError, ProviderEvent};
+use super::{ChatRequest, EncodedBody, EventStream, Provider, ProviderError, ProviderEvent};
 
 /// One provider of a route.
 #[derive(Debug, Clone)]
@@ -87,9 +87,10 @@ impl Route {
                 let deadline = req.deadline.min(Instant::now() + link.total);
                 let model = link.model.as_deref().unwrap_or(req.model);
                 let req = ChatRequest { deadline, model, ..req };
+                let body = EncodedBody::default();
                 let mut attempt = 0;
                 loop {
-                    let failure = match open(link.provider.as_ref(), req, streaming).await {
+                    let failure = match open(link.provider.as_ref(), req, &body, streaming).await {
                         Err(e) => e,
                         Ok(mut events) => {
                             let mut held = Vec::new();
@@ -167,12 +168,13 @@ impl Route {
 async fn open(
     provider: &dyn Provider,
     req: ChatRequest<'_>,
+    body: &EncodedBody,
     streaming: bool,
 ) -> Result<EventStream, ProviderError> {
     if streaming {
-        provider.stream(req).await
+        provider.stream(req, body).await
     } else {
-        let c = provider.complete(req).await?;
+        let c = provider.complete(req, body).await?;
         Ok(stream::iter(c.into_events().into_iter().map(Ok)).boxed())
     }
 }

@@ -6,7 +6,8 @@
 use futures_util::StreamExt;
 
 use super::{
-    ChatRequest, Completion, EventStream, FinishReason, Provider, ProviderError, ProviderEvent,
+    ChatRequest, Completion, EncodedBody, EventStream, FinishReason, Provider, ProviderError,
+    ProviderEvent,
 };
 use crate::domain::{AssistantPart, HistoryItem, Usage, UserPart};
 
@@ -74,11 +75,19 @@ pub fn answer(req: &ChatRequest<'_>) -> Completion {
 
 #[async_trait::async_trait]
 impl Provider for ScriptedProvider {
-    async fn complete(&self, req: ChatRequest<'_>) -> Result<Completion, ProviderError> {
+    async fn complete(
+        &self,
+        req: ChatRequest<'_>,
+        _body: &EncodedBody,
+    ) -> Result<Completion, ProviderError> {
         Ok(answer(&req))
     }
 
-    async fn stream(&self, req: ChatRequest<'_>) -> Result<EventStream, ProviderError> {
+    async fn stream(
+        &self,
+        req: ChatRequest<'_>,
+        _body: &EncodedBody,
+    ) -> Result<EventStream, ProviderError> {
         let completion = answer(&req);
         let mut events: Vec<ProviderEvent> = completion
             .text
@@ -113,9 +122,14 @@ mod tests {
             deadline: tokio::time::Instant::now() + std::time::Duration::from_secs(5),
         };
         let p = ScriptedProvider;
-        let full = p.complete(req).await.unwrap();
+        let full = p.complete(req, &EncodedBody::default()).await.unwrap();
         assert_eq!(full.text, "You said: what now [3 messages seen]");
-        let events: Vec<_> = p.stream(req).await.unwrap().collect().await;
+        let events: Vec<_> = p
+            .stream(req, &EncodedBody::default())
+            .await
+            .unwrap()
+            .collect()
+            .await;
         let streamed: String = events
             .iter()
             .filter_map(|e| match e {

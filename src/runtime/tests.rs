@@ -6,7 +6,7 @@ use futures_util::StreamExt;
 use super::*;
 use crate::config::AgentSettings;
 use crate::llm::scripted::ScriptedProvider;
-use crate::llm::{Completion, EventStream, Provider};
+use crate::llm::{Completion, EncodedBody, EventStream, Provider};
 
 fn agent(system: &str, max_turn_seconds: u64) -> Arc<AgentSpec> {
     agent_with(serde_json::json!({
@@ -34,7 +34,11 @@ struct Recording(Mutex<Vec<(Option<String>, usize)>>);
 
 #[async_trait::async_trait]
 impl Provider for Recording {
-    async fn complete(&self, req: ChatRequest<'_>) -> Result<Completion, ProviderError> {
+    async fn complete(
+        &self,
+        req: ChatRequest<'_>,
+        _body: &EncodedBody,
+    ) -> Result<Completion, ProviderError> {
         self.0
             .lock()
             .unwrap()
@@ -44,8 +48,12 @@ impl Provider for Recording {
             ..Default::default()
         })
     }
-    async fn stream(&self, req: ChatRequest<'_>) -> Result<EventStream, ProviderError> {
-        let c = self.complete(req).await?;
+    async fn stream(
+        &self,
+        req: ChatRequest<'_>,
+        body: &EncodedBody,
+    ) -> Result<EventStream, ProviderError> {
+        let c = self.complete(req, body).await?;
         Ok(futures_util::stream::iter(c.into_events().into_iter().map(Ok)).boxed())
     }
 }
@@ -55,12 +63,20 @@ struct Slow;
 
 #[async_trait::async_trait]
 impl Provider for Slow {
-    async fn complete(&self, _req: ChatRequest<'_>) -> Result<Completion, ProviderError> {
+    async fn complete(
+        &self,
+        _req: ChatRequest<'_>,
+        _body: &EncodedBody,
+    ) -> Result<Completion, ProviderError> {
         tokio::time::sleep(Duration::from_secs(3600)).await;
         Ok(Completion::default())
     }
-    async fn stream(&self, req: ChatRequest<'_>) -> Result<EventStream, ProviderError> {
-        self.complete(req).await?;
+    async fn stream(
+        &self,
+        req: ChatRequest<'_>,
+        body: &EncodedBody,
+    ) -> Result<EventStream, ProviderError> {
+        self.complete(req, body).await?;
         Ok(futures_util::stream::empty().boxed())
     }
 }
@@ -173,7 +189,11 @@ struct ToolModel {
 
 #[async_trait::async_trait]
 impl Provider for ToolModel {
-    async fn complete(&self, req: ChatRequest<'_>) -> Result<Completion, ProviderError> {
+    async fn complete(
+        &self,
+        req: ChatRequest<'_>,
+        _body: &EncodedBody,
+    ) -> Result<Completion, ProviderError> {
         let step = req
             .messages
             .iter()
@@ -222,8 +242,12 @@ impl Provider for ToolModel {
             ..Default::default()
         })
     }
-    async fn stream(&self, req: ChatRequest<'_>) -> Result<EventStream, ProviderError> {
-        let c = self.complete(req).await?;
+    async fn stream(
+        &self,
+        req: ChatRequest<'_>,
+        body: &EncodedBody,
+    ) -> Result<EventStream, ProviderError> {
+        let c = self.complete(req, body).await?;
         Ok(futures_util::stream::iter(c.into_events().into_iter().map(Ok)).boxed())
     }
 }

@@ -14,7 +14,8 @@ use secrecy::{ExposeSecret, SecretString};
 
 use super::http::HttpUpstream;
 use super::{
-    ChatRequest, Completion, EventStream, FinishReason, Provider, ProviderError, Reasoning,
+    ChatRequest, Completion, EncodedBody, EventStream, FinishReason, Provider, ProviderError,
+    Reasoning,
 };
 use crate::config::ProviderSettings;
 use crate::domain::{ToolCall, Usage};
@@ -62,7 +63,7 @@ impl AnthropicProvider {
         })
     }
 
-    fn request(&self, body: Vec<u8>) -> reqwest::RequestBuilder {
+    fn request(&self, body: bytes::Bytes) -> reqwest::RequestBuilder {
         let request = self
             .http
             .post(&self.url, body)
@@ -155,13 +156,21 @@ pub fn parse(body: &[u8]) -> Result<Completion, ProviderError> {
 
 #[async_trait::async_trait]
 impl Provider for AnthropicProvider {
-    async fn complete(&self, req: ChatRequest<'_>) -> Result<Completion, ProviderError> {
-        let request = self.request(encode_request(&req, false)?);
+    async fn complete(
+        &self,
+        req: ChatRequest<'_>,
+        body: &EncodedBody,
+    ) -> Result<Completion, ProviderError> {
+        let request = self.request(body.get_or_encode(|| encode_request(&req, false))?);
         parse(&self.http.call(request, req.deadline).await?)
     }
 
-    async fn stream(&self, req: ChatRequest<'_>) -> Result<EventStream, ProviderError> {
-        let request = self.request(encode_request(&req, true)?);
+    async fn stream(
+        &self,
+        req: ChatRequest<'_>,
+        body: &EncodedBody,
+    ) -> Result<EventStream, ProviderError> {
+        let request = self.request(body.get_or_encode(|| encode_request(&req, true))?);
         Ok(stream::events(
             self.http.call_streaming(request, req.deadline).await?,
         ))

@@ -9,7 +9,9 @@ mod wire;
 use secrecy::{ExposeSecret, SecretString};
 
 use super::http::HttpUpstream;
-use super::{ChatRequest, Completion, EventStream, FinishReason, Provider, ProviderError};
+use super::{
+    ChatRequest, Completion, EncodedBody, EventStream, FinishReason, Provider, ProviderError,
+};
 use crate::config::ProviderSettings;
 use crate::domain::{ToolCall, Usage};
 
@@ -48,7 +50,7 @@ impl OpenAiProvider {
         })
     }
 
-    fn request(&self, body: Vec<u8>) -> reqwest::RequestBuilder {
+    fn request(&self, body: bytes::Bytes) -> reqwest::RequestBuilder {
         let request = self.http.post(&self.url, body);
         match &self.api_key {
             Some(key) => request.bearer_auth(key.expose_secret()),
@@ -120,13 +122,21 @@ pub fn parse(body: &[u8]) -> Result<Completion, ProviderError> {
 
 #[async_trait::async_trait]
 impl Provider for OpenAiProvider {
-    async fn complete(&self, req: ChatRequest<'_>) -> Result<Completion, ProviderError> {
-        let request = self.request(encode_request(&req, false)?);
+    async fn complete(
+        &self,
+        req: ChatRequest<'_>,
+        body: &EncodedBody,
+    ) -> Result<Completion, ProviderError> {
+        let request = self.request(body.get_or_encode(|| encode_request(&req, false))?);
         parse(&self.http.call(request, req.deadline).await?)
     }
 
-    async fn stream(&self, req: ChatRequest<'_>) -> Result<EventStream, ProviderError> {
-        let request = self.request(encode_request(&req, true)?);
+    async fn stream(
+        &self,
+        req: ChatRequest<'_>,
+        body: &EncodedBody,
+    ) -> Result<EventStream, ProviderError> {
+        let request = self.request(body.get_or_encode(|| encode_request(&req, true))?);
         Ok(stream::events(
             self.http.call_streaming(request, req.deadline).await?,
         ))

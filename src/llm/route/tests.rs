@@ -19,6 +19,8 @@ enum Attempt {
 struct Fake {
     script: Mutex<VecDeque<Attempt>>,
     calls: Mutex<u32>,
+    /// How many times a request body was serialised.
+    encodes: Mutex<u32>,
 }
 
 impl Fake {
@@ -26,18 +28,26 @@ impl Fake {
         Arc::new(Self {
             script: Mutex::new(script.into()),
             calls: Mutex::new(0),
+            encodes: Mutex::new(0),
         })
     }
     fn calls(&self) -> u32 {
         *self.calls.lock().unwrap()
     }
+    fn encodes(&self) -> u32 {
+        *self.encodes.lock().unwrap()
+    }
 }
 
 #[async_trait::async_trait]
 impl Provider for Fake {
-    async fn complete(&self, req: ChatRequest<'_>) -> Result<Completion, ProviderError> {
+    async fn complete(
+        &self,
+        req: ChatRequest<'_>,
+        body: &EncodedBody,
+    ) -> Result<Completion, ProviderError> {
         let mut c = Completion::default();
-        let mut s = self.stream(req).await?;
+        let mut s = self.stream(req, body).await?;
         while let Some(e) = s.next().await {
             match e? {
                 ProviderEvent::TextDelta(t) => c.text.push_str(&t),
@@ -47,8 +57,16 @@ impl Provider for Fake {
         }
         Ok(c)
     }
-    async fn stream(&self, _req: ChatRequest<'_>) -> Result<EventStream, ProviderError> {
+    async fn stream(
+        &self,
+        _req: ChatRequest<'_>,
+        body: &EncodedBody,
+    ) -> Result<EventStream, ProviderError> {
         *self.calls.lock().unwrap() += 1;
+        body.get_or_encode(|| {
+            *self.encodes.lock().unwrap() += 1;
+            Ok(b"{}".to_vec())
+        })?;
         let next = self
             .script
             .lock()
@@ -156,6 +174,7 @@ async fn retryable_failures_are_retried_with_backoff_then_answered() {
     assert!(err.is_none());
     assert_eq!(text(&events), "ok");
     assert_eq!(p.calls(), 3);
+    assert_eq!(p.encodes(), 1, "the retries reuse the serialised body");
     let waited = start.elapsed();
     assert!(
         waited >= Duration::from_millis(300),
@@ -220,6 +239,11 @@ async fn fallback_providers_are_tried_in_order() {
         (a.calls(), b.calls(), c.calls()),
         (2, 1, 1),
         "a retried once; a stalled b is not asked again"
+    );
+    assert_eq!(
+        (a.encodes(), b.encodes(), c.encodes()),
+        (1, 1, 1),
+        "each provider serialises its own body once"
     );
 
     // A Retry-After longer than the time left goes to the next provider.
