@@ -287,12 +287,8 @@ async fn a_slow_upstream_times_out_with_504() {
 
 #[tokio::test]
 async fn an_unreachable_upstream_is_a_502() {
-    // Bind and drop a listener to get a port nobody listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // Held until the test ends, so that no other test's server can take the port.
+    let (_reserved, port) = refused_port();
     let app = spawn_app_with(Options {
         upstream: Some(format!("http://127.0.0.1:{port}/v1")),
         ..Default::default()

@@ -333,3 +333,14 @@ pub async fn wait_done(app: &TestApp, poll_url: &str, limit: std::time::Duration
     }
     panic!("execution {poll_url} did not finish within {limit:?}");
 }
+
+/// A loopback port that refuses connections for as long as the returned
+/// socket lives: bound (so no other test can take it) but never listening.
+pub fn refused_port() -> (tokio::net::TcpSocket, u16) {
+    let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+    socket
+        .bind("127.0.0.1:0".parse().expect("an address"))
+        .expect("a free port");
+    let port = socket.local_addr().expect("bound").port();
+    (socket, port)
+}

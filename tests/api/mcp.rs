@@ -119,7 +119,7 @@ async fn discovered_tools_are_offered_by_prefixed_names_and_calls_reach_the_serv
     );
 
     // The long-named tool is called by its exposed name and reaches the server by its own.
-    let (app, _) = app_calling(&server, vec![(leak(long), "{}".into())], &allow).await;
+    let (app, _upstream) = app_calling(&server, vec![(leak(long), "{}".into())], &allow).await;
     let (status, body) = app.say("p", "tooly", "revenue?", None).await;
     assert_eq!(status, 200);
     assert_eq!(text_of(&body), "tools said: revenue is up");
@@ -133,7 +133,7 @@ fn leak(s: &str) -> &'static str {
 #[tokio::test]
 async fn tool_errors_and_protocol_errors_go_back_to_the_model() {
     let server = McpServer::start().await;
-    let (app, _) = app_calling(
+    let (app, _upstream) = app_calling(
         &server,
         vec![("kb__fail", "{}".into()), ("kb__broken", "{}".into())],
         "",
@@ -154,7 +154,8 @@ async fn tool_errors_and_protocol_errors_go_back_to_the_model() {
 #[tokio::test]
 async fn a_slow_tool_hits_its_timeout() {
     let server = McpServer::start().await;
-    let (app, _) = app_calling(&server, vec![("kb__slow", r#"{"ms": 10000}"#.into())], "").await;
+    let (app, _upstream) =
+        app_calling(&server, vec![("kb__slow", r#"{"ms": 10000}"#.into())], "").await;
     // A first turn discovers the tools; then only the call is timed.
     let start = Instant::now();
     let (status, body) = app.say("p", "tooly", "wait", None).await;
@@ -173,7 +174,8 @@ async fn a_slow_tool_hits_its_timeout() {
 #[tokio::test]
 async fn an_expired_session_is_reinitialised_once_and_the_call_retried() {
     let server = McpServer::start().await;
-    let (app, _) = app_calling(&server, vec![("kb__add", r#"{"a": 1, "b": 1}"#.into())], "").await;
+    let (app, _upstream) =
+        app_calling(&server, vec![("kb__add", r#"{"a": 1, "b": 1}"#.into())], "").await;
     let (status, body) = app.say("p", "tooly", "1+1", None).await;
     assert_eq!((status, text_of(&body).as_str()), (200, "tools said: 2"));
     assert!(server.expire_sessions().await >= 1);
@@ -245,7 +247,7 @@ async fn list_changes_are_picked_up_when_announced_and_on_the_refresh_interval()
 
     // Not announced: the refresh interval finds it.
     let server = McpServer::start().await;
-    let (app, _) = app_calling(&server, vec![], "refresh_seconds = 1").await;
+    let (app, _upstream) = app_calling(&server, vec![], "refresh_seconds = 1").await;
     assert!(wait_offered(&app, "kb__add", Duration::from_secs(5)).await);
     server.add_multiply(false).await;
     assert!(
@@ -257,7 +259,7 @@ async fn list_changes_are_picked_up_when_announced_and_on_the_refresh_interval()
 #[tokio::test]
 async fn confirm_and_expose_apply_to_mcp_tools() {
     let server = McpServer::start().await;
-    let (app, _) = app_calling(
+    let (app, _upstream) = app_calling(
         &server,
         vec![("kb__add", r#"{"a": 1, "b": 2}"#.into())],
         "confirm = true\nexpose = \"input\"",
@@ -298,11 +300,8 @@ async fn confirm_and_expose_apply_to_mcp_tools() {
 
 #[tokio::test]
 async fn an_unreachable_mcp_server_costs_one_bounded_wait_and_no_failed_turns() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // Held until the test ends, so that no other test's server can take the port.
+    let (_reserved, port) = refused_port();
     let upstream = tool_upstream(vec![("kb__add", "{}".into())], false).await;
     let toml = format!(
         r#"
