@@ -58,6 +58,11 @@ fn history_becomes_alternating_messages_with_blocks() {
                     name: "calculator".into(),
                     arguments: "not json".into(),
                 },
+                ToolCall {
+                    id: "toolu_3".into(),
+                    name: "calculator".into(),
+                    arguments: " {\"expression\": \"2\"} ".into(),
+                },
             ],
         },
         HistoryItem::ToolResult {
@@ -104,7 +109,8 @@ fn history_becomes_alternating_messages_with_blocks() {
                     thinking,
                     {"type": "text", "text": "Let me add."},
                     {"type": "tool_use", "id": "toolu_1", "name": "calculator", "input": {"expression": "1+1"}},
-                    {"type": "tool_use", "id": "toolu_2", "name": "calculator", "input": {}}
+                    {"type": "tool_use", "id": "toolu_2", "name": "calculator", "input": {}},
+                    {"type": "tool_use", "id": "toolu_3", "name": "calculator", "input": {"expression": "2"}}
                 ]},
                 {"role": "user", "content": [
                     {"type": "tool_result", "tool_use_id": "toolu_1", "content": "2"},

@@ -2,8 +2,11 @@
 //! borrow the history; responses are read leniently (unknown block and event
 //! types are skipped).
 
+use std::sync::LazyLock;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::domain::{AssistantPart, HistoryItem, UserPart};
 use crate::llm::ChatRequest;
@@ -55,7 +58,7 @@ pub struct Message<'a> {
 pub enum Block<'a> {
     Typed(TypedBlock<'a>),
     /// A thinking or redacted_thinking block, sent back exactly as received.
-    Raw(&'a serde_json::value::RawValue),
+    Raw(&'a RawValue),
 }
 
 #[derive(Serialize)]
@@ -70,7 +73,7 @@ pub enum TypedBlock<'a> {
     ToolUse {
         id: &'a str,
         name: &'a str,
-        input: Value,
+        input: &'a RawValue,
     },
     ToolResult {
         tool_use_id: &'a str,
@@ -182,7 +185,7 @@ fn messages(history: &[HistoryItem]) -> Vec<Message<'_>> {
                 })],
             ),
             HistoryItem::Reasoning { provider, blob } if provider == KIND => {
-                match serde_json::from_str::<&serde_json::value::RawValue>(blob) {
+                match serde_json::from_str::<&RawValue>(blob) {
                     Ok(raw) => ("assistant", vec![Block::Raw(raw)]),
                     Err(_) => continue,
                 }
@@ -204,12 +207,18 @@ fn messages(history: &[HistoryItem]) -> Vec<Message<'_>> {
     out
 }
 
-/// A tool call's arguments as the object the API requires (`{}` when the
-/// model wrote something else; the tool result already told it so).
-fn tool_input(arguments: &str) -> Value {
-    match serde_json::from_str::<Value>(arguments) {
-        Ok(v @ Value::Object(_)) => v,
-        _ => Value::Object(Default::default()),
+/// `{}`, for tool calls whose arguments are not a JSON object.
+static EMPTY_OBJECT: LazyLock<Box<RawValue>> = LazyLock::new(|| {
+    RawValue::from_string("{}".to_owned()).unwrap_or_else(|_| unreachable!("{{}} is JSON"))
+});
+
+/// A tool call's arguments as the object the API requires, borrowed from the
+/// history without building a JSON tree (`{}` when the model wrote something
+/// else; the tool result already told it so).
+fn tool_input(arguments: &str) -> &RawValue {
+    match serde_json::from_str::<&RawValue>(arguments) {
+        Ok(raw) if raw.get().starts_with('{') => raw,
+        _ => &EMPTY_OBJECT,
     }
 }
 
