@@ -240,11 +240,6 @@ async fn request_ids_are_kept_when_valid_and_generated_otherwise() {
         id.len() >= 16 && id.chars().all(|c| c.is_ascii_alphanumeric()),
         "{id}"
     );
-    let res = app
-        .client
-        .get(format!("{}/healthz", app.address))
-        .send()
-        .await
-        .unwrap();
+    let res = app.get("/healthz").await;
     assert!(res.headers().contains_key("x-request-id"));
 }

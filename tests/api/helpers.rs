@@ -274,6 +274,20 @@ pub async fn received_bodies(server: &MockServer) -> Vec<Value> {
 }
 
 impl TestApp {
+    /// GET `path` (starting with `/`) on this app.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.address))
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// GET `path` and parse its JSON body.
+    pub async fn get_json(&self, path: &str) -> Value {
+        self.get(path).await.json().await.expect("a JSON body")
+    }
+
     /// Simulate the replica dying: its job workers stop mid-job and its listener closes.
     pub async fn kill(&self) {
         self.workers.abort();
@@ -317,15 +331,7 @@ impl TestApp {
 pub async fn wait_done(app: &TestApp, poll_url: &str, limit: std::time::Duration) -> Value {
     let deadline = tokio::time::Instant::now() + limit;
     while tokio::time::Instant::now() < deadline {
-        let v: Value = app
-            .client
-            .get(format!("{}{poll_url}", app.address))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v: Value = app.get_json(poll_url).await;
         if v["status"] == "complete" || v["status"] == "failed" {
             return v;
         }

@@ -7,19 +7,9 @@ use crate::helpers::*;
 #[tokio::test]
 async fn health_and_readiness() {
     let app = spawn_app().await;
-    let res = app
-        .client
-        .get(format!("{}/healthz", app.address))
-        .send()
-        .await
-        .unwrap();
+    let res = app.get("/healthz").await;
     assert_eq!(res.status(), 200);
-    let res = app
-        .client
-        .get(format!("{}/readyz", app.address))
-        .send()
-        .await
-        .unwrap();
+    let res = app.get("/readyz").await;
     assert_eq!(res.status(), 200);
     assert_eq!(
         res.json::<Value>().await.unwrap(),
@@ -30,12 +20,7 @@ async fn health_and_readiness() {
 #[tokio::test]
 async fn unknown_routes_and_methods_get_json_errors() {
     let app = spawn_app().await;
-    let res = app
-        .client
-        .get(format!("{}/nowhere", app.address))
-        .send()
-        .await
-        .unwrap();
+    let res = app.get("/nowhere").await;
     assert_eq!(res.status(), 404);
     assert_eq!(
         res.json::<Value>().await.unwrap()["error"]["type"],

@@ -50,15 +50,7 @@ pub async fn an_async_turn_is_queued_runs_and_completes_into_its_session(backend
         format!("/api/v3/organizations/acme/ai/chat/executions/{request_id}")
     );
 
-    let early: Value = app
-        .client
-        .get(format!("{}{poll_url}", app.address))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let early: Value = app.get_json(&poll_url).await;
     assert!(
         ["pending", "running"].contains(&early["status"].as_str().unwrap()),
         "{early}"

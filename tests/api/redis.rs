@@ -92,12 +92,7 @@ async fn a_redis_outage_fails_only_the_store_endpoints_and_recovers_without_a_re
     // Cursor chat needs no store and keeps working; readiness stays up and reports the store.
     let (status, _) = app.say("p", "echo", "cursor chat still works", None).await;
     assert_eq!(status, 200);
-    let ready = app
-        .client
-        .get(format!("{}/readyz", app.address))
-        .send()
-        .await
-        .unwrap();
+    let ready = app.get("/readyz").await;
     assert_eq!(ready.status(), 200);
     assert_eq!(
         ready.json::<Value>().await.unwrap()["store"],
@@ -117,15 +112,7 @@ async fn a_redis_outage_fails_only_the_store_endpoints_and_recovers_without_a_re
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(recovered, "Quant chat works again once Redis is back");
-    let ready: Value = app
-        .client
-        .get(format!("{}/readyz", app.address))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready: Value = app.get_json("/readyz").await;
     assert_eq!(ready["store"]["up"], true);
 }
 
@@ -140,15 +127,7 @@ async fn start_job_on(a: &TestApp) -> String {
     assert_eq!(status, 202, "{accepted}");
     let poll = accepted["pollUrl"].as_str().unwrap().to_owned();
     for _ in 0..100 {
-        let v: Value = a
-            .client
-            .get(format!("{}{poll}", a.address))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v: Value = a.get_json(&poll).await;
         if v["status"] == "running" {
             return poll;
         }
