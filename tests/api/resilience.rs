@@ -31,12 +31,7 @@ async fn app_on(mock: &Mock, provider: &str, agent: &str) -> TestApp {
 async fn post(app: &TestApp, text: &str, stream: bool) -> reqwest::Response {
     let body =
         json!({"agentExternalId": "claude", "messages": [text_message(text)], "stream": stream});
-    app.client
-        .post(app.chat_url("p"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
+    app.chat("p", &body).await
 }
 
 /// One streamed Cognite turn.

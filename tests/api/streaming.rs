@@ -186,13 +186,7 @@ async fn cognite_streams_deltas_then_done_with_the_same_body_as_json() {
     .await;
     let app = app_with(base).await;
     let body = json!({"agentExternalId": "gpt", "messages": [text_message("hi")], "stream": true});
-    let res = app
-        .client
-        .post(app.chat_url("p"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let res = app.chat("p", &body).await;
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()["content-type"], "text/event-stream");
     assert_eq!(res.headers()["cache-control"], "no-cache");
@@ -243,12 +237,11 @@ async fn the_first_event_arrives_before_the_upstream_finishes() {
     .await;
     let app = app_with(base).await;
     let res = app
-        .client
-        .post(app.chat_url("p"))
-        .json(&json!({"agentExternalId": "gpt", "messages": [text_message("hi")], "stream": true}))
-        .send()
-        .await
-        .unwrap();
+        .chat(
+            "p",
+            &json!({"agentExternalId": "gpt", "messages": [text_message("hi")], "stream": true}),
+        )
+        .await;
     let mut stream = res.bytes_stream();
     let first = tokio::time::timeout(Duration::from_secs(5), stream.next())
         .await
@@ -267,12 +260,11 @@ async fn an_upstream_dying_mid_stream_ends_in_an_error_event_and_no_cursor() {
     let (base, _up) = start_upstream(vec![vec![text("partial"), Step::Sleep(50), Step::Die]]).await;
     let app = app_with(base).await;
     let res = app
-        .client
-        .post(app.chat_url("p"))
-        .json(&json!({"agentExternalId": "gpt", "messages": [text_message("hi")], "stream": true}))
-        .send()
-        .await
-        .unwrap();
+        .chat(
+            "p",
+            &json!({"agentExternalId": "gpt", "messages": [text_message("hi")], "stream": true}),
+        )
+        .await;
     let events = read_events(res).await;
     let last = events.last().unwrap();
     assert_eq!(last.name, "error", "{events:?}");
@@ -374,13 +366,7 @@ async fn quant_streams_and_stores_the_turn_and_early_errors_stay_json() {
         (status, err["error"].as_str()),
         (404, Some("agent_not_found"))
     );
-    let res = app
-        .client
-        .post(app.chat_url("p"))
-        .json(&json!({"agentExternalId": "gpt", "messages": [text_message("x")], "cursor": "bad", "stream": true}))
-        .send()
-        .await
-        .unwrap();
+    let res = app.chat("p", &json!({"agentExternalId": "gpt", "messages": [text_message("x")], "cursor": "bad", "stream": true})).await;
     assert_eq!(
         res.status(),
         400,
@@ -425,13 +411,7 @@ async fn streamed_tool_calls_are_assembled_run_and_reported() {
         ..Default::default()
     })
     .await;
-    let res = app
-        .client
-        .post(app.chat_url("p"))
-        .json(&json!({"agentExternalId": "tooly", "messages": [text_message("sums")], "stream": true}))
-        .send()
-        .await
-        .unwrap();
+    let res = app.chat("p", &json!({"agentExternalId": "tooly", "messages": [text_message("sums")], "stream": true})).await;
     let events = read_events(res).await;
     let names: Vec<&str> = events.iter().map(|e| e.name.as_str()).collect();
     assert_eq!(
