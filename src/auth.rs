@@ -25,11 +25,7 @@ pub fn authenticate(
     _req: &HttpRequest,
     tenant: &str,
 ) -> Result<Principal, ApiError> {
-    if tenant.is_empty() || tenant.contains('\0') {
-        return Err(ApiError::invalid(
-            "the project name must be non-empty and without NUL",
-        ));
-    }
+    crate::ids::check("project or organisation", tenant).map_err(ApiError::invalid)?;
     match settings.mode {
         AuthMode::None => Ok(Principal {
             tenant: tenant.to_owned(),

@@ -84,6 +84,10 @@ pub struct ServerSettings {
     pub listen: String,
     pub default_project: Option<String>,
     pub max_body_bytes: usize,
+    /// How long a client may take to send a request body once its headers arrived.
+    pub body_timeout_seconds: u64,
+    /// Most open client connections per worker thread (further ones wait in the backlog).
+    pub max_connections: usize,
     pub shutdown_grace_seconds: u64,
     /// HTTP worker threads; 0 means one per CPU core.
     pub workers: usize,
@@ -97,6 +101,8 @@ impl Default for ServerSettings {
             listen: "127.0.0.1:8080".into(),
             default_project: None,
             max_body_bytes: 8 * 1024 * 1024,
+            body_timeout_seconds: 30,
+            max_connections: 10_000,
             shutdown_grace_seconds: 30,
             workers: 0,
             replicas: 1,
@@ -293,6 +299,15 @@ pub struct ProviderSettings {
     /// `anthropic-version` header (kind = "anthropic").
     #[serde(default)]
     pub anthropic_version: Option<String>,
+    /// Largest single server-sent event (or line) read from a streamed response.
+    #[serde(default = "defaults::max_event_bytes")]
+    pub max_event_bytes: usize,
+    /// Largest response body read, streamed or not.
+    #[serde(default = "defaults::provider_max_response_bytes")]
+    pub max_response_bytes: usize,
+    /// Largest arguments of one tool call (and one thinking block) assembled from a stream.
+    #[serde(default = "defaults::max_tool_call_bytes")]
+    pub max_tool_call_bytes: usize,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
@@ -447,6 +462,15 @@ mod defaults {
     pub fn max_response_bytes() -> usize {
         65_536
     }
+    pub fn max_event_bytes() -> usize {
+        1_048_576
+    }
+    pub fn provider_max_response_bytes() -> usize {
+        16 * 1_048_576
+    }
+    pub fn max_tool_call_bytes() -> usize {
+        1_048_576
+    }
 }
 
 impl Settings {
@@ -489,14 +513,18 @@ impl Settings {
                 ),
             ));
         }
-        if let Some(p) = &s.default_project
-            && (p.is_empty() || p.contains('\0'))
-        {
-            return Err(invalid(
-                "server.default_project",
-                "must be a non-empty name without NUL",
-            ));
+        if !(1..=3600).contains(&s.body_timeout_seconds) {
+            return Err(invalid("server.body_timeout_seconds", "must be 1 to 3600"));
         }
+        if !(1..=1_000_000).contains(&s.max_connections) {
+            return Err(invalid("server.max_connections", "must be 1 to 1000000"));
+        }
+        if let Some(p) = &s.default_project {
+            crate::ids::check("default project", p)
+                .map_err(|e| invalid("server.default_project", e))?;
+        }
+        crate::telemetry::filter(&self.log.level)
+            .map_err(|e| invalid("log.level", format!("{:?}: {e}", self.log.level)))?;
         let c = &self.cursor;
         if c.ttl_seconds == 0 || c.ttl_seconds > MAX_TTL {
             return Err(invalid(
@@ -538,6 +566,21 @@ impl Settings {
             return Err(invalid(
                 "jobs",
                 "max_queued must be at least 1 and workers 1 to 256",
+            ));
+        }
+        if !(1..=3600).contains(&self.jobs.lease_seconds) {
+            return Err(invalid("jobs.lease_seconds", "must be 1 to 3600"));
+        }
+        if !(1..=20).contains(&self.jobs.max_attempts) {
+            return Err(invalid("jobs.max_attempts", "must be 1 to 20"));
+        }
+        if self.jobs.max_queued > 1_000_000 {
+            return Err(invalid("jobs.max_queued", "must be 1 to 1000000"));
+        }
+        if self.store.kind == StoreKind::Memory && self.store.url.is_some() {
+            return Err(invalid(
+                "store.url",
+                "only applies to kind = \"redis\" (the memory store has no URL)",
             ));
         }
         if self.store.kind == StoreKind::Redis {
@@ -603,6 +646,22 @@ impl Settings {
                     "must be 1 to 3600",
                 ));
             }
+            const MIB: usize = 1_048_576;
+            if !(1024..=64 * MIB).contains(&p.max_event_bytes) {
+                return Err(invalid(key("max_event_bytes"), "must be 1024 to 67108864"));
+            }
+            if !(p.max_event_bytes..=256 * MIB).contains(&p.max_response_bytes) {
+                return Err(invalid(
+                    key("max_response_bytes"),
+                    "must be at least max_event_bytes and at most 268435456",
+                ));
+            }
+            if !(1024..=p.max_response_bytes).contains(&p.max_tool_call_bytes) {
+                return Err(invalid(
+                    key("max_tool_call_bytes"),
+                    "must be at least 1024 and at most max_response_bytes",
+                ));
+            }
             if p.anthropic_version.is_some() && p.kind != ProviderKind::Anthropic {
                 return Err(invalid(
                     key("anthropic_version"),
@@ -661,18 +720,9 @@ impl Settings {
         let mut ids = HashSet::new();
         for (i, a) in self.agents.iter().enumerate() {
             let key = |field: &str| format!("agents[{i}].{field}");
-            if a.id.is_empty()
-                || a.id.len() > 128
-                || a.id.contains('\0')
-                || !ids.insert(a.id.as_str())
-            {
-                return Err(invalid(
-                    key("id"),
-                    format!(
-                        "{:?} must be 1 to 128 characters without NUL, and unique",
-                        a.id
-                    ),
-                ));
+            crate::ids::check("agent id", &a.id).map_err(|e| invalid(key("id"), e))?;
+            if !ids.insert(a.id.as_str()) {
+                return Err(invalid(key("id"), format!("{:?} is not unique", a.id)));
             }
             if !names.contains(a.provider.as_str()) {
                 return Err(invalid(

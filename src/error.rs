@@ -25,6 +25,7 @@ pub enum ErrorCode {
     MethodNotAllowed,
     Conflict,
     BodyTooLarge,
+    RequestTimeout,
     UnsupportedEncoding,
     UnsupportedMediaType,
     ConversationTooLarge,
@@ -42,7 +43,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 27] = [
+    pub const ALL: [ErrorCode; 28] = [
         ErrorCode::InvalidRequest,
         ErrorCode::InvalidCursor,
         ErrorCode::CursorExpired,
@@ -56,6 +57,7 @@ impl ErrorCode {
         ErrorCode::MethodNotAllowed,
         ErrorCode::Conflict,
         ErrorCode::BodyTooLarge,
+        ErrorCode::RequestTimeout,
         ErrorCode::UnsupportedEncoding,
         ErrorCode::UnsupportedMediaType,
         ErrorCode::ConversationTooLarge,
@@ -96,6 +98,7 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => ("method_not_allowed", 405),
             ErrorCode::Conflict => ("conflict", 409),
             ErrorCode::BodyTooLarge => ("body_too_large", 413),
+            ErrorCode::RequestTimeout => ("request_timeout", 408),
             ErrorCode::UnsupportedEncoding => ("unsupported_encoding", 415),
             ErrorCode::UnsupportedMediaType => ("unsupported_media_type", 415),
             ErrorCode::ConversationTooLarge => ("conversation_too_large", 422),
@@ -125,11 +128,31 @@ pub struct ApiError {
     pub missing: Vec<String>,
 }
 
+/// Longest client-visible error message, bytes: messages that quote client
+/// input must never echo a large body back.
+pub const MAX_MESSAGE_BYTES: usize = 1024;
+
+/// At most `max` bytes of `s` (cut on a character boundary), with `…` when cut.
+pub fn prefix(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if s.len() <= max {
+        return s.into();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end]).into()
+}
+
 impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        let mut message: String = message.into();
+        if message.len() > MAX_MESSAGE_BYTES {
+            message = prefix(&message, MAX_MESSAGE_BYTES).into_owned();
+        }
         Self {
             code,
-            message: message.into(),
+            message,
             retry_after: None,
             missing: Vec::new(),
         }

@@ -14,6 +14,7 @@ pub mod config;
 pub mod cursor;
 pub mod domain;
 pub mod error;
+pub mod ids;
 pub mod jobs;
 pub mod llm;
 pub mod runtime;

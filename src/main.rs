@@ -85,7 +85,6 @@ async fn serve(path: PathBuf) -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     let app = Application::build(settings, keys, Arc::new(SystemClock), &env)?;
-    tracing::info!(port = app.port(), "listening");
     app.run_until_stopped().await?;
     Ok(())
 }

@@ -73,6 +73,7 @@ impl Application {
         let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
         let grace = settings.server.shutdown_grace_seconds;
         let workers = settings.server.workers;
+        let max_connections = settings.server.max_connections;
         if settings.store.kind == StoreKind::Memory && settings.server.replicas > 1 {
             tracing::warn!(
                 replicas = settings.server.replicas,
@@ -118,6 +119,7 @@ impl Application {
             }
         })
         .disable_signals()
+        .max_connections(max_connections)
         .shutdown_timeout(grace);
         if workers > 0 {
             server = server.workers(workers);
@@ -156,53 +158,91 @@ impl Application {
     }
 
     /// Serve until the server stops or SIGTERM/SIGINT arrives; then report
-    /// not-ready, stop accepting, and let in-flight requests finish within the
-    /// configured grace period.
+    /// not-ready, close the listener at once, and return as soon as the
+    /// requests in flight have finished. `shutdown_grace_seconds` is a
+    /// ceiling: requests still running then are cut.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let Self {
+            port,
             server,
             state,
             workers,
-            ..
         } = self;
+        // Handlers first: a signal that arrives once "listening" is logged
+        // must drain, not kill the process with the default disposition.
+        let signals = Signals::register()?;
         let handle = server.handle();
         state.set_lifecycle(Lifecycle::Ready);
+        tracing::info!(port, "listening");
         let mut server = std::pin::pin!(server);
         tokio::select! {
             result = &mut server => result,
-            signal = shutdown_signal() => {
-                tracing::info!(signal, "shutting down: draining in-flight requests");
+            signal = signals.recv() => {
+                tracing::info!(signal, "shutting down: listener closed, draining in-flight requests");
                 state.set_lifecycle(Lifecycle::Draining);
                 let grace = Duration::from_secs(state.settings.server.shutdown_grace_seconds);
-                let _ = tokio::time::timeout(grace + Duration::from_secs(1), handle.stop(true)).await;
-                let _ = tokio::time::timeout(Duration::from_secs(1), server).await;
+                // The stop command is carried out by the server future itself,
+                // so both are polled together: awaiting the handle alone would
+                // leave the listener open until the timeout.
+                let drained = tokio::time::timeout(grace + Duration::from_secs(1), async {
+                    let (_, result) = tokio::join!(handle.stop(true), &mut server);
+                    result
+                })
+                .await;
                 // Unfinished jobs stay leased in a shared store and are reclaimed elsewhere.
                 workers.abort();
-                tracing::info!("stopped");
-                Ok(())
+                match drained {
+                    Ok(result) => {
+                        tracing::info!("stopped");
+                        result
+                    }
+                    Err(_) => {
+                        tracing::warn!("stopped with requests still in flight after the grace period");
+                        Ok(())
+                    }
+                }
             }
         }
     }
 }
 
-async fn shutdown_signal() -> &'static str {
+/// SIGTERM and SIGINT, listened for from the moment they are registered.
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => tokio::select! {
-                _ = term.recv() => "SIGTERM",
-                _ = tokio::signal::ctrl_c() => "SIGINT",
-            },
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                "SIGINT"
-            }
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn register() -> std::io::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Self {
+                term: signal(SignalKind::terminate())?,
+                int: signal(SignalKind::interrupt())?,
+            })
+        }
+        #[cfg(not(unix))]
+        {
+            Ok(Self {})
         }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-        "SIGINT"
+
+    /// The name of the first signal received.
+    async fn recv(mut self) -> &'static str {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.term.recv() => "SIGTERM",
+                _ = self.int.recv() => "SIGINT",
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            "SIGINT"
+        }
     }
 }

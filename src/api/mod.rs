@@ -25,19 +25,27 @@ pub fn error_response(err: &ApiError, body: String) -> HttpResponse {
 
 /// Register every route.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/healthz").route(web::get().to(health::healthz)))
-        .service(web::resource("/readyz").route(web::get().to(health::readyz)))
-        .service(
-            web::resource("/api/v1/projects/{project}/ai/agents/chat")
-                .route(web::post().to(cognite::handlers::chat_in_project))
-                .default_service(web::to(method_not_allowed)),
-        )
-        .configure(quant::routes)
-        .service(
-            web::resource("/ai/agents/chat")
-                .route(web::post().to(cognite::handlers::chat_default_project))
-                .default_service(web::to(method_not_allowed)),
-        );
+    cfg.service(
+        web::resource("/healthz")
+            .route(web::get().to(health::healthz))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/readyz")
+            .route(web::get().to(health::readyz))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/api/v1/projects/{project}/ai/agents/chat")
+            .route(web::post().to(cognite::handlers::chat_in_project))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .configure(quant::routes)
+    .service(
+        web::resource("/ai/agents/chat")
+            .route(web::post().to(cognite::handlers::chat_default_project))
+            .default_service(web::to(method_not_allowed)),
+    );
 }
 
 async fn method_not_allowed(req: HttpRequest) -> HttpResponse {

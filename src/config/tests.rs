@@ -131,6 +131,36 @@ fn bad_files_fail_naming_the_key() {
             "[[tools]]\nname = \"kb.x\"\nkind = \"mcp\"\nurl = \"http://x/mcp\"",
             "tools[0].name",
         ),
+        ("[log]\nlevel = \"nonsense==\"", "log.level"),
+        ("[jobs]\nlease_seconds = 0", "jobs.lease_seconds"),
+        ("[jobs]\nmax_attempts = 0", "jobs.max_attempts"),
+        ("[jobs]\nmax_attempts = 1000", "jobs.max_attempts"),
+        ("[store]\nurl = \"redis://127.0.0.1\"", "store.url"),
+        (
+            "[server]\nbody_timeout_seconds = 0",
+            "server.body_timeout_seconds",
+        ),
+        ("[server]\nmax_connections = 0", "server.max_connections"),
+        (
+            "[server]\ndefault_project = \"a b\"",
+            "server.default_project",
+        ),
+        (
+            &MINIMAL.replace("id = \"helper\"", "id = \"h\u{e9}\""),
+            "agents[0].id",
+        ),
+        (
+            "[[providers]]\nname = \"a\"\nkind = \"anthropic\"\nmax_event_bytes = 10",
+            "providers[0].max_event_bytes",
+        ),
+        (
+            "[[providers]]\nname = \"a\"\nkind = \"anthropic\"\nmax_event_bytes = 2048\nmax_response_bytes = 1024",
+            "providers[0].max_response_bytes",
+        ),
+        (
+            "[[providers]]\nname = \"a\"\nkind = \"anthropic\"\nmax_tool_call_bytes = 0",
+            "providers[0].max_tool_call_bytes",
+        ),
     ];
     for (text, key) in cases {
         let err = Settings::from_toml(text).unwrap_err().to_string();

@@ -13,15 +13,58 @@ use tokio::time::{Instant, timeout_at};
 use super::ProviderError;
 use crate::config::ProviderSettings;
 
-/// Largest upstream response body read, bytes.
-const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
+/// How much one upstream response may make us hold, bytes. Every bound is
+/// checked as the bytes arrive, so a hostile upstream costs at most these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// One server-sent event (and so one line) of a streamed response.
+    pub event: usize,
+    /// One whole response body, streamed or not.
+    pub response: usize,
+    /// One tool call's arguments, or one thinking block, assembled from a stream.
+    pub tool_call: usize,
+}
 
-/// A provider's HTTP client and its per-attempt timeouts.
+impl Limits {
+    pub fn of(s: &ProviderSettings) -> Self {
+        Self {
+            event: s.max_event_bytes,
+            response: s.max_response_bytes,
+            tool_call: s.max_tool_call_bytes,
+        }
+    }
+
+    /// Append `fragment` to an accumulator (a tool call's arguments, a
+    /// thinking block) unless that would pass the tool-call bound.
+    pub fn append(&self, acc: &mut String, fragment: &str) -> Result<(), ProviderError> {
+        if acc.len().saturating_add(fragment.len()) > self.tool_call {
+            return Err(ProviderError::Upstream(format!(
+                "a streamed tool call or thinking block is larger than {} bytes",
+                self.tool_call
+            )));
+        }
+        acc.push_str(fragment);
+        Ok(())
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            event: 1_048_576,
+            response: 16 * 1_048_576,
+            tool_call: 1_048_576,
+        }
+    }
+}
+
+/// A provider's HTTP client, its per-attempt timeouts and its size limits.
 #[derive(Debug, Clone)]
 pub struct HttpUpstream {
     client: reqwest::Client,
     first_byte: Duration,
     idle: Duration,
+    limits: Limits,
 }
 
 impl HttpUpstream {
@@ -31,13 +74,22 @@ impl HttpUpstream {
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_millis(s.connect_timeout_ms))
             .pool_idle_timeout(Duration::from_secs(90))
+            // A redirect would carry the API key (`x-api-key` survives
+            // reqwest's cross-origin stripping) to another host: a 3xx is an
+            // error, reported as the status it is.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| ProviderError::Config(format!("provider {}: http client: {e}", s.name)))?;
         Ok(Self {
             client,
             first_byte: Duration::from_millis(s.first_byte_timeout_ms),
             idle: Duration::from_millis(s.idle_timeout_ms),
+            limits: Limits::of(s),
         })
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.limits
     }
 
     /// A POST of a JSON `body` to `url`.
@@ -108,6 +160,10 @@ impl HttpUpstream {
         response: reqwest::Response,
         deadline: Instant,
     ) -> Result<Vec<u8>, ProviderError> {
+        let max = self.limits.response;
+        if response.content_length().is_some_and(|n| n > max as u64) {
+            return Err(too_large("response body", max));
+        }
         let mut body = Vec::new();
         let mut chunks = response.bytes_stream();
         loop {
@@ -122,8 +178,8 @@ impl HttpUpstream {
                     )));
                 }
                 Ok(Some(Ok(chunk))) => {
-                    if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
-                        return Err(ProviderError::Upstream("response body too large".into()));
+                    if body.len() + chunk.len() > max {
+                        return Err(too_large("response body", max));
                     }
                     body.extend_from_slice(&chunk);
                 }
@@ -132,14 +188,16 @@ impl HttpUpstream {
     }
 
     /// The SSE events of a streaming response, within the idle and total
-    /// timeouts. A lost connection is a transient error.
+    /// timeouts and the size limits. A lost connection is a transient error;
+    /// a limit passed is an `Upstream` error, and dropping the stream drops
+    /// the connection.
     fn events(
         &self,
         response: reqwest::Response,
         deadline: Instant,
     ) -> impl Stream<Item = Result<Event, ProviderError>> + Send + 'static {
         let idle = self.idle;
-        let mut sse = response.bytes_stream().eventsource();
+        let mut sse = bounded(response.bytes_stream(), self.limits).eventsource();
         async_stream::try_stream! {
             loop {
                 let until = deadline.min(Instant::now() + idle);
@@ -148,13 +206,119 @@ impl HttpUpstream {
                     Ok(next) => next,
                 };
                 let Some(event) = next else { break };
-                let event = event.map_err(|e| ProviderError::Transient(format!("stream read failed: {}", match &e {
-                    eventsource_stream::EventStreamError::Transport(t) => without_url(t),
-                    other => other.to_string(),
-                })))?;
+                let event = event.map_err(|e| match e {
+                    eventsource_stream::EventStreamError::Transport(StreamRead::Limit(e)) => e,
+                    eventsource_stream::EventStreamError::Transport(StreamRead::Http(t)) => {
+                        ProviderError::Transient(format!("stream read failed: {}", without_url(&t)))
+                    }
+                    other => ProviderError::Transient(format!("stream read failed: {other}")),
+                })?;
                 yield event;
             }
         }
+    }
+}
+
+/// Why reading a streamed body stopped.
+#[derive(Debug)]
+enum StreamRead {
+    Http(reqwest::Error),
+    Limit(ProviderError),
+}
+
+impl std::fmt::Display for StreamRead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StreamRead::Http(e) => write!(f, "{}", without_url(e)),
+            StreamRead::Limit(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for StreamRead {}
+
+fn too_large(what: &str, max: usize) -> ProviderError {
+    ProviderError::Upstream(format!("{what} larger than {max} bytes"))
+}
+
+/// The body's chunks, failing as soon as the body passes `limits.response`
+/// or one event passes `limits.event`. Events end at a blank line; the count
+/// is kept across chunks in one pass over each byte, so the SSE parser never
+/// buffers more than one event's worth and an endless line costs linear time.
+fn bounded<E: Into<StreamRead>>(
+    body: impl Stream<Item = Result<bytes::Bytes, E>> + Send + 'static,
+    limits: Limits,
+) -> impl Stream<Item = Result<bytes::Bytes, StreamRead>> + Send + 'static {
+    let mut scan = EventScan::default();
+    let mut total = 0usize;
+    let mut failed = false;
+    body.map(move |chunk| {
+        if failed {
+            return Err(StreamRead::Limit(too_large(
+                "streamed response",
+                limits.response,
+            )));
+        }
+        let chunk = chunk.map_err(Into::into)?;
+        total = total.saturating_add(chunk.len());
+        let result = if total > limits.response {
+            Err(too_large("streamed response", limits.response))
+        } else if scan.feed(&chunk) > limits.event {
+            Err(too_large("one streamed event", limits.event))
+        } else {
+            Ok(chunk)
+        };
+        failed = result.is_err();
+        result.map_err(StreamRead::Limit)
+    })
+}
+
+impl From<reqwest::Error> for StreamRead {
+    fn from(e: reqwest::Error) -> Self {
+        StreamRead::Http(e)
+    }
+}
+
+/// Tracks the length of the event being received: bytes since the last blank
+/// line (`\n\n`, `\r\r` or `\r\n\r\n`).
+#[derive(Debug, Default)]
+struct EventScan {
+    /// Bytes of the current event so far, line ends included.
+    event: usize,
+    /// Whether the current line is empty so far.
+    at_line_start: bool,
+    /// The previous byte was `\r` (a following `\n` belongs to it).
+    after_cr: bool,
+    /// The largest event seen in the last `feed`.
+    largest: usize,
+}
+
+impl EventScan {
+    /// Feed a chunk; returns the largest event length seen in it.
+    fn feed(&mut self, chunk: &[u8]) -> usize {
+        self.largest = self.event;
+        for &b in chunk {
+            match b {
+                b'\n' if self.after_cr => self.after_cr = false,
+                b'\n' | b'\r' => {
+                    self.after_cr = b == b'\r';
+                    if self.at_line_start {
+                        // A blank line: the event is complete.
+                        self.event = 0;
+                        continue;
+                    }
+                    self.at_line_start = true;
+                    self.event += 1;
+                }
+                _ => {
+                    self.after_cr = false;
+                    self.at_line_start = false;
+                    self.event += 1;
+                }
+            }
+            self.largest = self.largest.max(self.event);
+        }
+        self.largest
     }
 }
 

@@ -99,6 +99,9 @@ impl Completion {
     }
 }
 
+/// Most tool calls one model answer may carry (a streamed call's index must be below it).
+pub const MAX_TOOL_CALLS: usize = 64;
+
 /// Errors of the provider layer. Messages are for logs; clients only see the class.
 #[derive(Debug, thiserror::Error)]
 pub enum ProviderError {

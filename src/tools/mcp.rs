@@ -61,6 +61,8 @@ struct Connection {
     headers: HashMap<http::HeaderName, http::HeaderValue>,
     http: reqwest::Client,
     timeout: Duration,
+    /// Longest tool result handed to the model, bytes (longer ones are truncated).
+    max_result_bytes: usize,
     /// Signalled by the server's `notifications/tools/list_changed`.
     changed: Arc<Notify>,
     session: Mutex<Option<Arc<RunningService<RoleClient, Listener>>>>,
@@ -141,14 +143,14 @@ impl Connection {
         }
         match session.peer().call_tool(params).await {
             Ok(result) if result.is_error == Some(true) => {
-                let text = result_text(&result);
+                let text = truncate(result_text(&result), self.max_result_bytes);
                 Err(ToolError::Failed(if text.is_empty() {
                     "the tool failed".into()
                 } else {
                     text
                 }))
             }
-            Ok(result) => Ok(result_text(&result)),
+            Ok(result) => Ok(truncate(result_text(&result), self.max_result_bytes)),
             Err(rmcp::ServiceError::McpError(e)) => Err(ToolError::Failed(format!(
                 "MCP error {}: {}",
                 e.code.0, e.message
@@ -164,6 +166,22 @@ impl Connection {
             }
         }
     }
+}
+
+/// `text` cut to at most `max` bytes (on a character boundary), saying so.
+fn truncate(mut text: String, max: usize) -> String {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text.push_str(&format!(
+        "\n[truncated: the result was longer than {max} bytes]"
+    ));
+    text
 }
 
 /// A tool result as text for the model: text blocks as they are, other
@@ -246,6 +264,9 @@ impl McpServer {
         let http = reqwest::Client::builder()
             .tcp_nodelay(true)
             .connect_timeout(timeout.min(Duration::from_secs(10)))
+            // The configured headers are often credentials: never replay
+            // them to wherever a 3xx points.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| format!("http client: {e}"))?;
         Ok(Self {
@@ -256,6 +277,7 @@ impl McpServer {
                 headers,
                 http,
                 timeout,
+                max_result_bytes: s.max_response_bytes,
                 changed: Arc::new(Notify::new()),
                 session: Mutex::new(None),
             }),
@@ -398,6 +420,13 @@ mod tests {
             && name
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    }
+
+    #[test]
+    fn long_results_are_truncated_on_a_character_boundary() {
+        assert_eq!(truncate("short".into(), 10), "short");
+        let cut = truncate("ééé".into(), 3);
+        assert!(cut.starts_with("é\n[truncated"), "{cut}");
     }
 
     #[test]

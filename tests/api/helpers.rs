@@ -48,6 +48,8 @@ pub struct Options {
     /// Extra TOML appended to the generated config.
     pub extra_toml: String,
     pub provider_toml: String,
+    /// Extra keys of the `[server]` section.
+    pub server_toml: String,
     pub max_body_bytes: usize,
     pub default_project: Option<String>,
     pub store: Backend,
@@ -93,6 +95,7 @@ impl Default for Options {
             upstream: None,
             extra_toml: String::new(),
             provider_toml: String::new(),
+            server_toml: String::new(),
             max_body_bytes: 8 * 1024 * 1024,
             default_project: Some("home".into()),
             store: Backend::Memory,
@@ -114,6 +117,7 @@ workers = 1
 max_body_bytes = {max_body}
 shutdown_grace_seconds = 2
 {default_project}
+{server_toml}
 
 [[providers]]
 name = "offline"
@@ -126,6 +130,7 @@ model = "scripted-1"
 system_prompt = "{SYSTEM_PROMPT}"
 "#,
         max_body = opts.max_body_bytes,
+        server_toml = opts.server_toml,
         default_project = opts
             .default_project
             .map(|p| format!("default_project = \"{p}\""))

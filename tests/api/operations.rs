@@ -62,3 +62,144 @@ async fn a_graceful_stop_ends_the_server() {
         .await;
     assert!(res.is_err(), "the listener is closed after stop");
 }
+
+/// The release binary's behaviour on SIGTERM, as an orchestrator sees it.
+mod sigterm {
+    use std::process::Stdio;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use serde_json::json;
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    use tokio::process::{Child, Command};
+
+    use crate::helpers::{completion, default_keys, text_message};
+    use crate::hostile::{RawUpstream, Script, http};
+
+    /// Start the `agentgate` binary on a free port with `upstream` as its
+    /// OpenAI provider; returns the child and its port (read from its log).
+    async fn start(upstream: &str, dir: &tempfile::TempDir) -> (Child, u16) {
+        agentgate::install_crypto_provider();
+        let config = dir.path().join("agentgate.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 1\nshutdown_grace_seconds = 30\n\n\
+                 [[providers]]\nname = \"up\"\nkind = \"openai\"\nbase_url = \"{upstream}\"\n\
+                 max_retries = 0\n\n\
+                 [[agents]]\nid = \"gpt\"\nprovider = \"up\"\nmodel = \"m\"\n"
+            ),
+        )
+        .unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_agentgate"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env("AGENTGATE_CURSOR_KEYS", default_keys())
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the agentgate binary starts");
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let port = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+                if v["fields"]["message"] == "listening" {
+                    return v["fields"]["port"].as_u64().unwrap() as u16;
+                }
+            }
+            panic!("the binary exited before listening");
+        })
+        .await
+        .expect("the binary logs its port");
+        // Keep draining its log so that it never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        (child, port)
+    }
+
+    fn sigterm(child: &Child) {
+        let pid = child.id().expect("running").to_string();
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    async fn refused(port: u16) -> bool {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+    }
+
+    #[tokio::test]
+    async fn sigterm_closes_the_listener_at_once_finishes_the_request_in_flight_and_exits_0() {
+        let release = Arc::new(tokio::sync::Semaphore::new(0));
+        let body = completion("finished after the signal").to_string();
+        let up = RawUpstream::start(Script::Held(
+            http("200 OK", &[("content-type", "application/json")], &body),
+            release.clone(),
+        ))
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let (mut child, port) = start(&up.base, &dir).await;
+        let url = format!("http://127.0.0.1:{port}/api/v1/projects/p/ai/agents/chat");
+        let in_flight = tokio::spawn(async move {
+            reqwest::Client::new()
+                .post(url)
+                .json(&json!({"agentExternalId": "gpt", "messages": [text_message("slow")]}))
+                .send()
+                .await
+        });
+        up.wait_hits(1).await;
+
+        sigterm(&child);
+        let mut closed = false;
+        for _ in 0..100 {
+            if refused(port).await {
+                closed = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(closed, "new connections are refused soon after SIGTERM");
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), child.wait())
+                .await
+                .is_err(),
+            "the process waits for the request in flight"
+        );
+
+        release.add_permits(1);
+        let res = in_flight
+            .await
+            .unwrap()
+            .expect("the in-flight request is answered");
+        assert_eq!(res.status(), 200);
+        let v: serde_json::Value = res.json().await.unwrap();
+        assert_eq!(
+            v["response"]["messages"][0]["content"]["text"],
+            "finished after the signal"
+        );
+        let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+            .await
+            .expect("it exits once drained, well before the 30 s grace period")
+            .unwrap();
+        assert!(status.success(), "{status:?}");
+    }
+
+    #[tokio::test]
+    async fn an_idle_replica_exits_0_without_waiting_out_the_grace_period() {
+        let up = RawUpstream::start(Script::Bytes(Vec::new())).await;
+        let dir = tempfile::tempdir().unwrap();
+        let (mut child, port) = start(&up.base, &dir).await;
+        assert!(!refused(port).await);
+        sigterm(&child);
+        let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+            .await
+            .expect("an idle replica exits well before the 30 s grace period")
+            .unwrap();
+        assert!(status.success(), "{status:?}");
+    }
+}

@@ -432,6 +432,13 @@ async fn a_client_tool_call_goes_to_the_client_and_its_result_back_to_the_model(
             json!([{"role": "action", "type": "clientTool", "actionId": "forged", "content": {"type": "text", "text": "3"}, "data": []}]),
             "does not match any action",
         ),
+        (
+            json!([
+                {"role": "action", "type": "clientTool", "actionId": action_id, "content": {"type": "text", "text": "3"}, "data": []},
+                {"role": "action", "type": "clientTool", "actionId": action_id, "content": {"type": "text", "text": "4"}, "data": []}
+            ]),
+            "answered more than once",
+        ),
     ] {
         let res = app.chat("p", &json!({"agentExternalId": "tooly", "cursor": cursor, "messages": messages, "actions": [add_action()]})).await;
         assert_eq!(res.status(), 400);

@@ -342,7 +342,13 @@ fn answer_pending(
     conversation: &mut ConversationState,
     answers: &[ActionAnswer],
 ) -> Result<(Vec<HistoryItem>, Vec<ToolCall>), ApiError> {
-    for a in answers {
+    for (i, a) in answers.iter().enumerate() {
+        if answers[..i].iter().any(|b| b.action_id == a.action_id) {
+            return Err(ApiError::invalid(format!(
+                "action {:?} is answered more than once; send one answer per action",
+                crate::error::prefix(&a.action_id, 100)
+            )));
+        }
         let Some(p) = conversation
             .pending
             .iter()

@@ -34,6 +34,7 @@ async fn handle(
 ) -> Result<HttpResponse, ApiError> {
     let app: &AppState = &data;
     let principal = auth::authenticate(&app.settings.auth, req, &org)?;
+    crate::ids::check("agent id", &agent_id).map_err(ApiError::invalid)?;
     let body: ChatRequest =
         body::read_json(req, payload, app.settings.server.max_body_bytes).await?;
     let message = body

@@ -16,6 +16,17 @@ use crate::error::{ApiError, ErrorCode};
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/api/v3/{spelling:organi[sz]ations}/{org}/ai")
+            .app_data(web::QueryConfig::default().error_handler(|err, req| {
+                let error = ApiError::invalid(format!(
+                    "the query string is not valid for this API: {}",
+                    crate::error::prefix(&err.to_string(), 300)
+                ));
+                actix_web::error::InternalError::from_response(
+                    err,
+                    error::render(&error, &request_id::of(req)),
+                )
+                .into()
+            }))
             .service(
                 web::resource("/agents/{agent_id}/chat")
                     .route(web::post().to(chat::chat))

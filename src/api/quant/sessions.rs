@@ -287,11 +287,7 @@ pub async fn extend(
                 additional_minutes: None,
             }
         } else {
-            serde_json::from_slice(&raw).map_err(|e| {
-                ApiError::invalid(format!(
-                    "the request body is not valid JSON for this API: {e}"
-                ))
-            })?
+            body::parse_json(&raw)?
         };
         let minutes = minutes(body.additional_minutes, 60, 1, "additionalMinutes")?;
         let mut rec = sessions::get_owned(&app, &scope, &id).await?;

@@ -146,6 +146,12 @@ pub fn parse(body: &[u8]) -> Result<Completion, ProviderError> {
             _ => {}
         }
     }
+    if c.tool_calls.len() > super::MAX_TOOL_CALLS {
+        return Err(ProviderError::Upstream(format!(
+            "more than {} tool calls in one answer",
+            super::MAX_TOOL_CALLS
+        )));
+    }
     c.finish = Some(finish_reason(
         response.stop_reason.as_deref(),
         !c.tool_calls.is_empty(),
@@ -173,6 +179,7 @@ impl Provider for AnthropicProvider {
         let request = self.request(body.get_or_encode(|| encode_request(&req, true))?);
         Ok(stream::events(
             self.http.call_streaming(request, req.deadline).await?,
+            self.http.limits(),
         ))
     }
 }

@@ -13,7 +13,13 @@ use serde_json::{Value, json};
 use super::wire::{self, UsageIn};
 use super::{canonical_arguments, finish_reason, reasoning, usage};
 use crate::domain::{ToolCall, Usage};
-use crate::llm::{EventStream, ProviderError, ProviderEvent};
+use crate::llm::http::Limits;
+use crate::llm::{EventStream, MAX_TOOL_CALLS, ProviderError, ProviderEvent};
+
+/// Most content blocks one streamed message may have (text, thinking and tool
+/// use together); a block's `index` is checked against it before anything is
+/// allocated for it.
+pub const MAX_BLOCKS: usize = 4 * MAX_TOOL_CALLS;
 
 #[derive(Debug)]
 enum Block {
@@ -41,6 +47,7 @@ pub struct Assembler {
     calls: usize,
     stop_reason: Option<String>,
     done: bool,
+    limits: Limits,
 }
 
 fn bad(what: &str, e: serde_json::Error) -> ProviderError {
@@ -48,6 +55,13 @@ fn bad(what: &str, e: serde_json::Error) -> ProviderError {
 }
 
 impl Assembler {
+    pub fn new(limits: Limits) -> Self {
+        Self {
+            limits,
+            ..Self::default()
+        }
+    }
+
     /// Events available after the SSE event `name` with `data`.
     pub fn push(&mut self, name: &str, data: &str) -> Result<Vec<ProviderEvent>, ProviderError> {
         let mut out = Vec::new();
@@ -84,6 +98,12 @@ impl Assembler {
                     Some("redacted_thinking") => Block::Redacted(b),
                     _ => Block::Other,
                 };
+                if start.index >= MAX_BLOCKS {
+                    return Err(ProviderError::Upstream(format!(
+                        "content block index {} is past the limit of {MAX_BLOCKS} blocks",
+                        start.index
+                    )));
+                }
                 if self.blocks.len() <= start.index {
                     self.blocks.resize_with(start.index + 1, || None);
                 }
@@ -101,13 +121,16 @@ impl Assembler {
                         }
                     }
                     (Some("input_json_delta"), Some(Block::ToolUse { json, .. })) => {
-                        json.push_str(d["partial_json"].as_str().unwrap_or_default());
+                        let part = d["partial_json"].as_str().unwrap_or_default();
+                        self.limits.append(json, part)?;
                     }
                     (Some("thinking_delta"), Some(Block::Thinking { thinking, .. })) => {
-                        thinking.push_str(d["thinking"].as_str().unwrap_or_default());
+                        let part = d["thinking"].as_str().unwrap_or_default();
+                        self.limits.append(thinking, part)?;
                     }
                     (Some("signature_delta"), Some(Block::Thinking { signature, .. })) => {
-                        signature.push_str(d["signature"].as_str().unwrap_or_default());
+                        let part = d["signature"].as_str().unwrap_or_default();
+                        self.limits.append(signature, part)?;
                     }
                     _ => {}
                 }
@@ -126,6 +149,11 @@ impl Assembler {
                         } else {
                             canonical_arguments(&json)
                         };
+                        if self.calls >= MAX_TOOL_CALLS {
+                            return Err(ProviderError::Upstream(format!(
+                                "more than {MAX_TOOL_CALLS} tool calls in one answer"
+                            )));
+                        }
                         let id = if id.is_empty() {
                             format!("toolu_{}", self.calls)
                         } else {
@@ -217,10 +245,11 @@ impl Assembler {
 /// The provider events of a streaming response's SSE events.
 pub fn events(
     sse: impl Stream<Item = Result<Event, ProviderError>> + Send + 'static,
+    limits: Limits,
 ) -> EventStream {
     async_stream::try_stream! {
         let mut sse = std::pin::pin!(sse);
-        let mut asm = Assembler::default();
+        let mut asm = Assembler::new(limits);
         while let Some(event) = sse.next().await {
             let event = event?;
             if event.data.trim().is_empty() {

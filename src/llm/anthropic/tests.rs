@@ -329,7 +329,10 @@ async fn events_without_names_are_read_by_their_type() {
             retry: None,
         })
     }));
-    let out: Vec<ProviderEvent> = stream::events(sse).map(|e| e.unwrap()).collect().await;
+    let out: Vec<ProviderEvent> = stream::events(sse, crate::llm::http::Limits::default())
+        .map(|e| e.unwrap())
+        .collect()
+        .await;
     assert_eq!(fold(out), parse(message.to_string().as_bytes()).unwrap());
 }
 
@@ -347,4 +350,34 @@ fn redacted_thinking_and_refusals() {
     );
     assert_eq!(c.usage, Usage::default());
     assert!(parse(b"<html>").is_err());
+}
+
+#[test]
+fn hostile_block_indexes_and_sizes_fail_without_allocating() {
+    let mut asm = Assembler::default();
+    let e = asm
+        .push(
+            "content_block_start",
+            r#"{"type":"content_block_start","index":4000000000,"content_block":{"type":"text","text":""}}"#,
+        )
+        .unwrap_err();
+    assert!(matches!(e, ProviderError::Upstream(_)), "{e:?}");
+
+    let mut asm = Assembler::new(crate::llm::http::Limits {
+        tool_call: 1024,
+        ..Default::default()
+    });
+    asm.push(
+        "content_block_start",
+        r#"{"type":"content_block_start","index":0,"content_block":{"type":"tool_use","id":"t","name":"f","input":{}}}"#,
+    )
+    .unwrap();
+    let delta = serde_json::json!({
+        "type": "content_block_delta", "index": 0,
+        "delta": {"type": "input_json_delta", "partial_json": "x".repeat(600)}
+    })
+    .to_string();
+    asm.push("content_block_delta", &delta).unwrap();
+    let e = asm.push("content_block_delta", &delta).unwrap_err();
+    assert!(matches!(e, ProviderError::Upstream(_)), "{e:?}");
 }

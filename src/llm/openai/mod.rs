@@ -10,7 +10,8 @@ use secrecy::{ExposeSecret, SecretString};
 
 use super::http::HttpUpstream;
 use super::{
-    ChatRequest, Completion, EncodedBody, EventStream, FinishReason, Provider, ProviderError,
+    ChatRequest, Completion, EncodedBody, EventStream, FinishReason, MAX_TOOL_CALLS, Provider,
+    ProviderError,
 };
 use crate::config::ProviderSettings;
 use crate::domain::{ToolCall, Usage};
@@ -96,6 +97,15 @@ pub fn parse(body: &[u8]) -> Result<Completion, ProviderError> {
         .next()
         .ok_or_else(|| ProviderError::Upstream("response has no choices".into()))?;
     let message = choice.message.unwrap_or_default();
+    if message
+        .tool_calls
+        .as_ref()
+        .is_some_and(|c| c.len() > MAX_TOOL_CALLS)
+    {
+        return Err(ProviderError::Upstream(format!(
+            "more than {MAX_TOOL_CALLS} tool calls in one answer"
+        )));
+    }
     let tool_calls: Vec<ToolCall> = message
         .tool_calls
         .unwrap_or_default()
@@ -139,6 +149,7 @@ impl Provider for OpenAiProvider {
         let request = self.request(body.get_or_encode(|| encode_request(&req, true))?);
         Ok(stream::events(
             self.http.call_streaming(request, req.deadline).await?,
+            self.http.limits(),
         ))
     }
 }

@@ -9,17 +9,28 @@ use futures_util::{Stream, StreamExt};
 use super::wire::{Chunk, UsageIn};
 use super::{EventStream, finish_reason, usage};
 use crate::domain::ToolCall;
-use crate::llm::{FinishReason, ProviderError, ProviderEvent};
+use crate::llm::http::Limits;
+use crate::llm::{FinishReason, MAX_TOOL_CALLS, ProviderError, ProviderEvent};
 
-/// Assembles a stream's chunks into provider events.
+/// Assembles a stream's chunks into provider events. Tool-call slots are
+/// indexed by the upstream's `index`, which is checked against
+/// [`MAX_TOOL_CALLS`] before anything is allocated for it.
 #[derive(Debug, Default)]
 pub struct Assembler {
     calls: Vec<(String, String, String)>,
     finish: Option<Option<String>>,
     usage: Option<UsageIn>,
+    limits: Limits,
 }
 
 impl Assembler {
+    pub fn new(limits: Limits) -> Self {
+        Self {
+            limits,
+            ..Self::default()
+        }
+    }
+
     /// Events available after `chunk` (text deltas).
     pub fn push(&mut self, chunk: Chunk) -> Result<Vec<ProviderEvent>, ProviderError> {
         if chunk.error.is_some() {
@@ -38,6 +49,11 @@ impl Assembler {
             }
             for (n, d) in delta.tool_calls.unwrap_or_default().into_iter().enumerate() {
                 let index = d.index.unwrap_or(n);
+                if index >= MAX_TOOL_CALLS {
+                    return Err(ProviderError::Upstream(format!(
+                        "tool call index {index} is past the limit of {MAX_TOOL_CALLS} calls"
+                    )));
+                }
                 if self.calls.len() <= index {
                     self.calls.resize(index + 1, Default::default());
                 }
@@ -47,10 +63,10 @@ impl Assembler {
                 }
                 if let Some(f) = d.function {
                     if let Some(name) = f.name {
-                        slot.1.push_str(&name);
+                        self.limits.append(&mut slot.1, &name)?;
                     }
                     if let Some(args) = f.arguments {
-                        slot.2.push_str(&args);
+                        self.limits.append(&mut slot.2, &args)?;
                     }
                 }
             }
@@ -98,10 +114,11 @@ impl Assembler {
 /// The provider events of a streaming response's SSE events.
 pub fn events(
     sse: impl Stream<Item = Result<Event, ProviderError>> + Send + 'static,
+    limits: Limits,
 ) -> EventStream {
     async_stream::try_stream! {
         let mut sse = std::pin::pin!(sse);
-        let mut asm = Assembler::default();
+        let mut asm = Assembler::new(limits);
         let mut done = false;
         while let Some(event) = sse.next().await {
             let event = event?;
@@ -188,5 +205,32 @@ mod tests {
             .is_ok()
         );
         assert!(run(&[r#"{"error":{"message":"overloaded"}}"#], false).is_err());
+    }
+
+    #[test]
+    fn hostile_indexes_and_sizes_fail_without_allocating() {
+        let err = run(
+            &[r#"{"choices":[{"delta":{"tool_calls":[{"index":4000000000,"id":"a","function":{"name":"f","arguments":"{}"}}]}}]}"#],
+            true,
+        )
+        .unwrap_err();
+        assert!(matches!(err, ProviderError::Upstream(_)), "{err:?}");
+        let last = format!(
+            r#"{{"choices":[{{"delta":{{"tool_calls":[{{"index":{},"function":{{"name":"f"}}}}]}}}}]}}"#,
+            MAX_TOOL_CALLS - 1
+        );
+        assert!(run(&[&last], true).is_ok(), "the last allowed index works");
+
+        let mut asm = Assembler::new(Limits {
+            tool_call: 1024,
+            ..Limits::default()
+        });
+        let piece = format!(
+            r#"{{"choices":[{{"delta":{{"tool_calls":[{{"index":0,"function":{{"name":"f","arguments":"{}"}}}}]}}}}]}}"#,
+            "x".repeat(600)
+        );
+        asm.push(serde_json::from_str(&piece).unwrap()).unwrap();
+        let err = asm.push(serde_json::from_str(&piece).unwrap()).unwrap_err();
+        assert!(matches!(err, ProviderError::Upstream(_)), "{err:?}");
     }
 }
