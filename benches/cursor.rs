@@ -133,6 +133,7 @@ fn parts(c: &mut Criterion) {
     c.bench_function("parts_16KiB/envelope_seal", |b| {
         b.iter(|| {
             black_box(token::seal(
+                token::Purpose::Cursor,
                 codec.keyring(),
                 NOW as u64 + 3600,
                 &CTX,
@@ -140,9 +141,26 @@ fn parts(c: &mut Criterion) {
             ))
         })
     });
-    let t = token::seal(codec.keyring(), NOW as u64 + 3600, &CTX, &padded);
+    let t = token::seal(
+        token::Purpose::Cursor,
+        codec.keyring(),
+        NOW as u64 + 3600,
+        &CTX,
+        &padded,
+    );
     c.bench_function("parts_16KiB/envelope_open", |b| {
-        b.iter(|| black_box(token::open(codec.keyring(), black_box(&t), &CTX, NOW).unwrap()))
+        b.iter(|| {
+            black_box(
+                token::open(
+                    token::Purpose::Cursor,
+                    codec.keyring(),
+                    black_box(&t),
+                    &CTX,
+                    NOW,
+                )
+                .unwrap(),
+            )
+        })
     });
 }
 

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 use crate::cursor::{KeyConfigError, Keyring, MAX_PLAINTEXT, MAX_TTL};
@@ -205,7 +206,7 @@ pub enum StoreKind {
     Redis,
 }
 
-#[derive(Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreSettings {
     pub kind: StoreKind,
@@ -213,20 +214,9 @@ pub struct StoreSettings {
     pub max_entries: usize,
     /// Redis URL (`redis://` or `rediss://`, credentials in the URL); never logged.
     #[serde(skip_serializing)]
-    pub url: Option<String>,
+    pub url: Option<SecretString>,
     /// Prefix of every Redis key.
     pub prefix: String,
-}
-
-impl std::fmt::Debug for StoreSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StoreSettings")
-            .field("kind", &self.kind)
-            .field("max_entries", &self.max_entries)
-            .field("url", &self.url.as_ref().map(|_| "[redacted]"))
-            .field("prefix", &self.prefix)
-            .finish()
-    }
 }
 
 impl Default for StoreSettings {
@@ -334,9 +324,10 @@ pub struct ToolSettings {
     /// JSON Schema of the arguments (an object schema).
     #[serde(default)]
     pub parameters: Option<serde_json::Value>,
-    /// Header values may be `env:NAME`, read at start.
-    #[serde(default)]
-    pub headers: std::collections::BTreeMap<String, String>,
+    /// Header values may be `env:NAME`, read at start; literal values are
+    /// often credentials, so they are secrets (never printed or serialised).
+    #[serde(default, skip_serializing)]
+    pub headers: std::collections::BTreeMap<String, SecretString>,
     #[serde(default = "defaults::tool_timeout_ms")]
     pub timeout_ms: u64,
     #[serde(default = "defaults::max_response_bytes")]
@@ -587,7 +578,8 @@ impl Settings {
             let url = self
                 .store
                 .url
-                .as_deref()
+                .as_ref()
+                .map(ExposeSecret::expose_secret)
                 .ok_or_else(|| invalid("store.url", "required for kind = \"redis\""))?;
             if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
                 return Err(invalid(

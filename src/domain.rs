@@ -155,7 +155,8 @@ impl Usage {
         fn sum(a: Option<u64>, b: Option<u64>) -> Option<u64> {
             match (a, b) {
                 (None, None) => None,
-                (a, b) => Some(a.unwrap_or(0) + b.unwrap_or(0)),
+                // Counts come from upstreams: saturate rather than overflow.
+                (a, b) => Some(a.unwrap_or(0).saturating_add(b.unwrap_or(0))),
             }
         }
         self.input_tokens = sum(self.input_tokens, other.input_tokens);
@@ -167,6 +168,27 @@ impl Usage {
     /// Whether no field was reported.
     pub fn is_empty(&self) -> bool {
         *self == Usage::default()
+    }
+}
+
+#[cfg(test)]
+mod usage_tests {
+    use super::Usage;
+
+    #[test]
+    fn hostile_token_counts_saturate() {
+        let mut u = Usage {
+            input_tokens: Some(u64::MAX - 1),
+            ..Default::default()
+        };
+        u.add(Usage {
+            input_tokens: Some(u64::MAX),
+            output_tokens: Some(3),
+            ..Default::default()
+        });
+        assert_eq!(u.input_tokens, Some(u64::MAX));
+        assert_eq!(u.output_tokens, Some(3));
+        assert_eq!(u.cache_read_tokens, None);
     }
 }
 

@@ -175,6 +175,26 @@ impl std::fmt::Display for ApiError {
     }
 }
 
+impl ApiError {
+    /// A record the gateway stored itself (a session state, a job's input or
+    /// result) failed to open. The client sent no cursor, so this is never a
+    /// cursor error: an expired record is gone (`gone`, a 404 code), and
+    /// anything else is a fault on our side (500, logged with the reason).
+    pub fn from_stored(e: CursorError, what: &str, gone: ErrorCode) -> ApiError {
+        match e {
+            CursorError::Expired => ApiError::new(gone, format!("the {what} has expired")),
+            CursorError::ConversationExpired => e.into(),
+            other => {
+                tracing::error!(reason = %other, what, "a stored record could not be opened");
+                ApiError::new(
+                    ErrorCode::Internal,
+                    format!("the stored {what} could not be read"),
+                )
+            }
+        }
+    }
+}
+
 impl From<CursorError> for ApiError {
     fn from(e: CursorError) -> Self {
         match e {

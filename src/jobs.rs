@@ -206,7 +206,16 @@ pub async fn accept(app: &AppState, request_id: &str, turn: ChatTurn) -> Result<
         system: turn.system,
     })
     .map_err(|e| ApiError::new(ErrorCode::Internal, format!("job input: {e}")))?;
-    let sealed_input = app.codec.seal_blob(&input, &ctx, expires as u64)?;
+    let sealed_input = app
+        .codec
+        .seal_blob(&input, &ctx, expires as u64)
+        .map_err(|e| match e {
+            crate::cursor::CursorError::ConversationTooLarge => ApiError::new(
+                ErrorCode::BodyTooLarge,
+                "the message and system prompt of an async request must fit in 1 MiB together",
+            ),
+            other => ApiError::from_stored(other, "execution", ErrorCode::ExecutionNotFound),
+        })?;
     let record = ExecutionRecord {
         id: request_id.to_owned(),
         org: turn.scope.org.clone(),
@@ -330,8 +339,10 @@ async fn execute(app: &AppState, job: &Job) -> Result<String, ApiError> {
         subject: &subject,
     };
     let input: JobInput =
-        serde_json::from_slice(&app.codec.open_blob(&job.sealed_input, &ctx, now)?)
-            .map_err(|e| ApiError::new(ErrorCode::Internal, format!("job input: {e}")))?;
+        serde_json::from_slice(&app.codec.open_blob(&job.sealed_input, &ctx, now).map_err(
+            |e| ApiError::from_stored(e, "execution input", ErrorCode::ExecutionNotFound),
+        )?)
+        .map_err(|e| ApiError::new(ErrorCode::Internal, format!("job input: {e}")))?;
     let reply = sessions::chat(
         app,
         ChatTurn {
@@ -363,7 +374,9 @@ async fn execute(app: &AppState, job: &Job) -> Result<String, ApiError> {
         subject: &job.subject,
     };
     let expires = (app.clock.now() + app.settings.jobs.ttl_seconds as i64) as u64;
-    Ok(app.codec.seal_blob(&result, &rec_ctx, expires)?)
+    app.codec
+        .seal_blob(&result, &rec_ctx, expires)
+        .map_err(|e| ApiError::from_stored(e, "execution result", ErrorCode::ExecutionNotFound))
 }
 
 /// Open a complete execution's sealed result.
@@ -378,7 +391,10 @@ pub fn open_result(
         agent: &purpose,
         subject: &rec.subject,
     };
-    let bytes = app.codec.open_blob(sealed, &ctx, app.clock.now())?;
+    let bytes = app
+        .codec
+        .open_blob(sealed, &ctx, app.clock.now())
+        .map_err(|e| ApiError::from_stored(e, "execution", ErrorCode::ExecutionNotFound))?;
     serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::new(ErrorCode::Internal, format!("job result: {e}")))
 }

@@ -123,10 +123,10 @@ pub fn open(app: &AppState, rec: &SessionRecord, cfg: &str) -> Result<Conversati
         Some(token) => {
             let subject = narrowed_subject(&rec.subject, rec.user_id.as_deref());
             app.codec
-                .open(token, &context(rec, &subject), now)
+                .open_stored(token, &context(rec, &subject), now)
                 .map_err(|e| {
                     tracing::warn!(session = %rec.id, reason = %e, "stored session state refused");
-                    ApiError::from(e)
+                    ApiError::from_stored(e, "session", crate::error::ErrorCode::SessionNotFound)
                 })
         }
     }
@@ -144,7 +144,7 @@ pub fn seal(
     let subject = narrowed_subject(&rec.subject, rec.user_id.as_deref());
     let sealed = app
         .codec
-        .seal_until(state, budget, &context(rec, &subject), now, ttl)?;
+        .seal_stored(state, budget, &context(rec, &subject), now, ttl)?;
     rec.message_count = state
         .history
         .iter()
@@ -264,7 +264,12 @@ pub async fn finish(
     if rec.title.is_empty() {
         rec.title = title_of(&message);
     }
-    rec.total_tokens += usage.input_tokens.unwrap_or(0) + usage.output_tokens.unwrap_or(0);
+    rec.total_tokens = rec.total_tokens.saturating_add(
+        usage
+            .input_tokens
+            .unwrap_or(0)
+            .saturating_add(usage.output_tokens.unwrap_or(0)),
+    );
     slide(app, &mut rec, now);
     seal(app, &mut rec, &mut state, agent.budget)?;
     let session_id = rec.id.clone();

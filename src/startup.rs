@@ -85,7 +85,12 @@ impl Application {
             StoreKind::Memory => Arc::new(MemoryStore::new(settings.store.max_entries)),
             StoreKind::Redis => Arc::new(
                 RedisStore::new(
-                    settings.store.url.as_deref().unwrap_or_default(),
+                    settings
+                        .store
+                        .url
+                        .as_ref()
+                        .map(secrecy::ExposeSecret::expose_secret)
+                        .unwrap_or_default(),
                     &settings.store.prefix,
                 )
                 .map_err(|e| StartupError::Store(e.to_string()))?,

@@ -222,3 +222,16 @@ fn keys_come_from_env_or_file_never_both() {
         .to_string();
     assert!(err.contains(KEYS_ENV) && !err.contains("short"), "{err}");
 }
+
+#[test]
+fn secrets_in_settings_never_print() {
+    let text = format!(
+        "{MINIMAL}\n[store]\nkind = \"redis\"\nurl = \"redis://:hunter2-pw@127.0.0.1:6379\"\n\n\
+         [[tools]]\nname = \"h\"\nkind = \"http\"\nurl = \"http://127.0.0.1:9/x\"\n\
+         headers = {{ authorization = \"Bearer tool-secret-77\" }}\n"
+    );
+    let s = Settings::from_toml(&text).unwrap();
+    let printed = format!("{s:?} {s:#?}");
+    assert!(!printed.contains("hunter2-pw"), "{printed}");
+    assert!(!printed.contains("tool-secret-77"), "{printed}");
+}

@@ -35,6 +35,24 @@ pub enum KeyConfigError {
     DuplicateKey(String, String),
     #[error("at most {MAX_KEYS} cursor keys may be configured, got {0}")]
     TooMany(usize),
+    #[error(
+        "cursor key {0:?} is not random (all zero, or too few distinct bytes); generate one with `agentgate keygen`"
+    )]
+    Weak(String),
+}
+
+/// Fewest distinct byte values a configured key must have. 32 random bytes
+/// have about 30; fewer than 16 happens by chance with probability below
+/// 10^-15, and catches all-zero, repeated-byte and hand-typed keys.
+const MIN_DISTINCT_BYTES: usize = 16;
+
+/// Whether `key` looks like the output of a random generator.
+fn looks_random(key: &[u8; 32]) -> bool {
+    let mut seen = [false; 256];
+    for &b in key {
+        seen[usize::from(b)] = true;
+    }
+    seen.iter().filter(|&&s| s).count() >= MIN_DISTINCT_BYTES
 }
 
 /// Whether `kid` matches `[A-Za-z0-9_-]{1,32}`.
@@ -45,10 +63,11 @@ pub fn valid_kid(kid: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-/// One master key, held as its HKDF pseudo-random key (extract is done once).
+/// One master key, held as its HKDF pseudo-random key (extract is done once);
+/// the PRK is wiped when the key is dropped.
 pub struct MasterKey {
     kid: String,
-    prk: Hkdf<Sha256>,
+    prk: Zeroizing<[u8; 32]>,
     /// Short public fingerprint (first 8 hex chars of SHA-256 of the key), for logs.
     fingerprint: String,
     pub(crate) derivations: AtomicU64,
@@ -62,9 +81,12 @@ impl MasterKey {
         }
         let digest = Sha256::digest(bytes);
         let fingerprint = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+        let (extracted, _) = Hkdf::<Sha256>::extract(None, bytes);
+        let mut prk = Zeroizing::new([0u8; 32]);
+        prk.copy_from_slice(&extracted);
         Ok(Self {
             kid: kid.to_owned(),
-            prk: Hkdf::<Sha256>::new(None, bytes),
+            prk,
             fingerprint,
             derivations: AtomicU64::new(0),
             opened: AtomicU64::new(0),
@@ -90,8 +112,12 @@ impl MasterKey {
         info.extend_from_slice(self.kid.as_bytes());
         info.extend_from_slice(salt);
         let mut okm = Zeroizing::new([0u8; 76]);
-        // 76 bytes is far below HKDF-SHA256's 8160-byte limit, so this cannot fail.
-        if self.prk.expand(&info, okm.as_mut()).is_err() {
+        // A 32-byte PRK is valid and 76 bytes is far below HKDF-SHA256's
+        // 8160-byte limit, so neither step can fail.
+        let Ok(hkdf) = Hkdf::<Sha256>::from_prk(self.prk.as_slice()) else {
+            unreachable!("a 32-byte PRK is valid")
+        };
+        if hkdf.expand(&info, okm.as_mut()).is_err() {
             unreachable!("HKDF output length 76 is valid");
         }
         okm
@@ -100,11 +126,10 @@ impl MasterKey {
 
 impl fmt::Debug for MasterKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The kid only: even a fingerprint of the key is not for debug output.
         f.debug_struct("MasterKey")
             .field("kid", &self.kid)
-            .field("fingerprint", &self.fingerprint)
-            .field("key", &"[redacted]")
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -146,6 +171,9 @@ impl Keyring {
                         kid: kid.to_owned(),
                         len: bytes.len(),
                     })?;
+            if !looks_random(&key) {
+                return Err(KeyConfigError::Weak(kid.to_owned()));
+            }
             if let Some((other, _)) = parsed.iter().find(|(k, _)| k == kid) {
                 return Err(KeyConfigError::DuplicateKid(other.clone()));
             }
@@ -161,9 +189,27 @@ impl Keyring {
         Ok(Self { keys })
     }
 
+    /// A keyring of keys built with [`MasterKey::new`], which applies no
+    /// randomness check (fixtures with fixed keys); configured keys go
+    /// through [`parse`](Self::parse).
+    pub fn from_keys(keys: Vec<MasterKey>) -> Result<Self, KeyConfigError> {
+        if keys.is_empty() {
+            return Err(KeyConfigError::Empty);
+        }
+        if keys.len() > MAX_KEYS {
+            return Err(KeyConfigError::TooMany(keys.len()));
+        }
+        for (i, k) in keys.iter().enumerate() {
+            if keys[..i].iter().any(|o| o.kid == k.kid) {
+                return Err(KeyConfigError::DuplicateKid(k.kid.clone()));
+            }
+        }
+        Ok(Self { keys })
+    }
+
     /// A keyring with one random key that no other process knows.
     pub fn ephemeral() -> Self {
-        let key = Zeroizing::new(rand::random::<[u8; 32]>());
+        let key = random_key();
         let suffix: u32 = rand::random();
         let kid = format!("ephemeral-{suffix:08x}");
         match MasterKey::new(&kid, &key) {
@@ -205,6 +251,19 @@ fn decode_any_base64(s: &str) -> Option<Zeroizing<Vec<u8>>> {
 
 /// A new random key as `kid:BASE64`, for `agentgate keygen`.
 pub fn generate_key_line(kid: &str) -> String {
-    let key = Zeroizing::new(rand::random::<[u8; 32]>());
+    let key = random_key();
     format!("{kid}:{}", STANDARD.encode(key.as_slice()))
+}
+
+/// 32 bytes from the operating system's RNG, redrawn in the (never seen)
+/// case that they would fail the randomness check of configured keys.
+fn random_key() -> Zeroizing<[u8; 32]> {
+    use rand::RngCore;
+    let mut key = Zeroizing::new([0u8; 32]);
+    loop {
+        rand::rngs::OsRng.fill_bytes(key.as_mut());
+        if looks_random(&key) {
+            return key;
+        }
+    }
 }

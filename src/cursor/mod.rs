@@ -1,4 +1,4 @@
-//! Conversation cursors: the `cv1` format of CURSOR.md.
+//! Conversation cursors: the `cv1` format of docs/cursor-format.md.
 //!
 //! [`CursorCodec`] seals a [`ConversationState`] into a token bound to a
 //! [`CursorContext`] (project, agent, subject) and opens it again. The
@@ -16,6 +16,8 @@ use std::sync::Arc;
 use crate::domain::ConversationState;
 pub use compact::Budget;
 pub use keyring::{KeyConfigError, Keyring};
+use token::Plaintext;
+pub use token::Purpose;
 
 /// Maximum cursor lifetime, seconds.
 pub const MAX_TTL: u64 = 86_400;
@@ -122,12 +124,26 @@ impl CursorCodec {
         ctx: &CursorContext<'_>,
         now: i64,
     ) -> Result<Sealed, CursorError> {
-        self.seal_until(state, budget, ctx, now, self.ttl)
+        self.seal_state(Purpose::Cursor, state, budget, ctx, now, self.ttl)
     }
 
-    /// Like [`seal`](Self::seal) with an explicit lifetime (capped at [`MAX_TTL`]).
-    pub fn seal_until(
+    /// Seal a conversation state for the store (a Quant session), expiring
+    /// `ttl` from `now` (capped at [`MAX_TTL`]). It opens only with
+    /// [`open_stored`](Self::open_stored), never as a client's cursor.
+    pub fn seal_stored(
         &self,
+        state: &mut ConversationState,
+        budget: Budget,
+        ctx: &CursorContext<'_>,
+        now: i64,
+        ttl: u64,
+    ) -> Result<Sealed, CursorError> {
+        self.seal_state(Purpose::StoredBlob, state, budget, ctx, now, ttl)
+    }
+
+    fn seal_state(
+        &self,
+        purpose: Purpose,
         state: &mut ConversationState,
         budget: Budget,
         ctx: &CursorContext<'_>,
@@ -146,13 +162,12 @@ impl CursorCodec {
         {
             return Err(CursorError::ConversationTooLarge);
         }
-        token::pad(&mut plaintext);
+        plaintext.pad();
         if plaintext.len() > MAX_PLAINTEXT {
             return Err(CursorError::ConversationTooLarge);
         }
         let exp = u64::try_from(now).unwrap_or(0) + ttl.min(MAX_TTL);
-        let token = token::seal(&self.keys, exp, ctx, &plaintext);
-        token::wipe(&mut plaintext);
+        let token = token::seal(purpose, &self.keys, exp, ctx, &plaintext);
         Ok(Sealed { token, exp })
     }
 
@@ -163,7 +178,35 @@ impl CursorCodec {
         ctx: &CursorContext<'_>,
         now: i64,
     ) -> Result<ConversationState, CursorError> {
-        let opened = token::open(&self.keys, token, ctx, now)?;
+        self.open_state(Purpose::Cursor, token, ctx, now)
+    }
+
+    /// Open a state sealed by [`seal_stored`](Self::seal_stored). States
+    /// stored before sealed blobs had their own purpose are still read (a
+    /// store is written only by the gateway, so this admits nothing a client
+    /// could forge); they are re-sealed with the blob purpose on the next write.
+    pub fn open_stored(
+        &self,
+        token: &str,
+        ctx: &CursorContext<'_>,
+        now: i64,
+    ) -> Result<ConversationState, CursorError> {
+        match self.open_state(Purpose::StoredBlob, token, ctx, now) {
+            Err(CursorError::Invalid(InvalidReason::Authentication)) => {
+                self.open_state(Purpose::Cursor, token, ctx, now)
+            }
+            other => other,
+        }
+    }
+
+    fn open_state(
+        &self,
+        purpose: Purpose,
+        token: &str,
+        ctx: &CursorContext<'_>,
+        now: i64,
+    ) -> Result<ConversationState, CursorError> {
+        let opened = token::open(purpose, &self.keys, token, ctx, now)?;
         let json =
             claims::unpad(&opened.plaintext).ok_or(CursorError::Invalid(InvalidReason::Claims))?;
         let claims: claims::Claims = serde_json::from_slice(json)
@@ -194,34 +237,48 @@ impl CursorCodec {
         ctx: &CursorContext<'_>,
         exp: u64,
     ) -> Result<String, CursorError> {
-        let mut padded = Vec::with_capacity(bytes.len() + PAD_BUCKET);
-        padded.extend_from_slice(bytes);
-        token::pad(&mut padded);
+        let mut padded = Plaintext::with_capacity(bytes.len() + PAD_BUCKET);
+        std::io::Write::write_all(&mut padded, bytes)
+            .unwrap_or_else(|_| unreachable!("writing to memory cannot fail"));
+        padded.pad();
         if padded.len() > MAX_PLAINTEXT {
             return Err(CursorError::ConversationTooLarge);
         }
-        let token = token::seal(&self.keys, exp, ctx, &padded);
-        token::wipe(&mut padded);
-        Ok(token)
+        Ok(token::seal(
+            Purpose::StoredBlob,
+            &self.keys,
+            exp,
+            ctx,
+            &padded,
+        ))
     }
 
-    /// Open a blob sealed by [`seal_blob`](Self::seal_blob); returns it without padding.
+    /// Open a blob sealed by [`seal_blob`](Self::seal_blob); returns it
+    /// without padding. Blobs stored before they had their own purpose are
+    /// still read (see [`open_stored`](Self::open_stored)).
     pub fn open_blob(
         &self,
         token: &str,
         ctx: &CursorContext<'_>,
         now: i64,
     ) -> Result<Vec<u8>, CursorError> {
-        let opened = token::open(&self.keys, token, ctx, now)?;
+        let opened = match token::open(Purpose::StoredBlob, &self.keys, token, ctx, now) {
+            Err(CursorError::Invalid(InvalidReason::Authentication)) => {
+                token::open(Purpose::Cursor, &self.keys, token, ctx, now)?
+            }
+            other => other?,
+        };
         let json =
             claims::unpad(&opened.plaintext).ok_or(CursorError::Invalid(InvalidReason::Claims))?;
         Ok(json.to_vec())
     }
 }
 
-fn serialize(state: &ConversationState, now: i64) -> Result<Vec<u8>, CursorError> {
+/// The claims as JSON, in a buffer that wipes itself (and every allocation
+/// it outgrew).
+fn serialize(state: &ConversationState, now: i64) -> Result<Plaintext, CursorError> {
     let claims = claims::ClaimsRef::new(state, now);
-    let mut buf = Vec::with_capacity(4096);
+    let mut buf = Plaintext::with_capacity(4096);
     serde_json::to_writer(&mut buf, &claims).map_err(|_| CursorError::ConversationTooLarge)?;
     Ok(buf)
 }

@@ -1,5 +1,7 @@
-//! The `cv1` token layer (CURSOR.md §3.1–3.3, 3.5–3.6 steps 1–8): bytes in,
-//! bytes out. It knows nothing of the claims inside.
+//! The `cv1` token layer (docs/cursor-format.md: wire format, key derivation,
+//! associated data, seal, and open steps 1–8): bytes in, bytes out. It knows
+//! nothing of the claims inside. Every buffer that held plaintext is wiped,
+//! spare capacity included, on every path.
 
 use aes_gcm::aead::AeadInPlace;
 use aes_gcm::{Aes256Gcm, KeyInit, Nonce, Tag};
@@ -12,27 +14,54 @@ use super::{
 };
 
 const VERSION: &str = "cv1";
-const PURPOSE: &[u8] = b"agent-chat-cursor";
+
+/// What a token is for, bound into its associated data: a blob sealed for
+/// the store can never be opened as a client's cursor, nor the reverse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// A conversation cursor handed to a client.
+    Cursor,
+    /// A blob kept in the store (session states, job inputs and results,
+    /// single-use records); never leaves the server.
+    StoredBlob,
+}
+
+impl Purpose {
+    fn as_bytes(self) -> &'static [u8] {
+        match self {
+            Purpose::Cursor => b"agent-chat-cursor",
+            Purpose::StoredBlob => b"agentgate-sealed-blob",
+        }
+    }
+}
 const HEADER: usize = 8 + 32 + 32;
 const TAG: usize = 16;
 /// Bytes of payload that are not ciphertext.
 pub const OVERHEAD: usize = HEADER + TAG;
 
-/// Pad `buf` with spaces to the next multiple of [`PAD_BUCKET`] (at least one bucket).
+/// Pad `buf` with spaces to the next multiple of [`PAD_BUCKET`] (at least one
+/// bucket); for callers that hold no secret in `buf` (tests, benches).
 pub fn pad(buf: &mut Vec<u8>) {
     let target = buf.len().div_ceil(PAD_BUCKET).max(1) * PAD_BUCKET;
     buf.resize(target, b' ');
 }
 
 /// PASETO PAE over the cv1 associated-data pieces.
-fn aad(kid: &str, exp: &[u8], salt: &[u8], commit: &[u8], ctx: &CursorContext<'_>) -> Vec<u8> {
+fn aad(
+    purpose: Purpose,
+    kid: &str,
+    exp: &[u8],
+    salt: &[u8],
+    commit: &[u8],
+    ctx: &CursorContext<'_>,
+) -> Vec<u8> {
     let pieces: [&[u8]; 9] = [
         VERSION.as_bytes(),
         kid.as_bytes(),
         exp,
         salt,
         commit,
-        PURPOSE,
+        purpose.as_bytes(),
         ctx.project.as_bytes(),
         ctx.agent.as_bytes(),
         ctx.subject.as_bytes(),
@@ -50,6 +79,7 @@ fn aad(kid: &str, exp: &[u8], salt: &[u8], commit: &[u8], ctx: &CursorContext<'_
 /// Seal an already padded plaintext with the given salt and expiry. Crate-private:
 /// callers never choose the salt (see [`seal`]).
 pub(crate) fn seal_with(
+    purpose: Purpose,
     key: &MasterKey,
     salt: [u8; 32],
     exp: u64,
@@ -61,7 +91,7 @@ pub(crate) fn seal_with(
     let (ek, rest) = okm.split_at(32);
     let (nonce, commit) = rest.split_at(12);
     let exp_be = exp.to_be_bytes();
-    let aad = aad(key.kid(), &exp_be, &salt, commit, ctx);
+    let aad = aad(purpose, key.kid(), &exp_be, &salt, commit, ctx);
 
     let mut payload = Vec::with_capacity(OVERHEAD + padded.len());
     payload.extend_from_slice(&exp_be);
@@ -83,10 +113,27 @@ pub(crate) fn seal_with(
     token
 }
 
-/// Seal a padded plaintext under the active key with a fresh random salt.
-pub fn seal(keys: &Keyring, exp: u64, ctx: &CursorContext<'_>, padded: &[u8]) -> String {
-    let salt: [u8; 32] = rand::random();
-    seal_with(keys.active(), salt, exp, ctx, padded)
+/// Seal a padded plaintext under the active key with a fresh salt from the OS RNG.
+pub fn seal(
+    purpose: Purpose,
+    keys: &Keyring,
+    exp: u64,
+    ctx: &CursorContext<'_>,
+    padded: &[u8],
+) -> String {
+    seal_with(purpose, keys.active(), fresh_salt(), exp, ctx, padded)
+}
+
+/// 32 bytes from the operating system's RNG. Should the OS refuse (it does
+/// not on Linux once booted), the thread RNG, itself seeded from the OS, is used.
+fn fresh_salt() -> [u8; 32] {
+    use rand::RngCore;
+    let mut salt = [0u8; 32];
+    if rand::rngs::OsRng.try_fill_bytes(&mut salt).is_err() {
+        tracing::warn!("the OS RNG failed; cursor salt taken from the thread RNG");
+        rand::thread_rng().fill_bytes(&mut salt);
+    }
+    salt
 }
 
 /// Overwrite a buffer with zeros. `fill` compiles to a vectorised memset
@@ -97,8 +144,56 @@ pub fn wipe(buf: &mut [u8]) {
     std::hint::black_box(buf);
 }
 
-/// A decrypted plaintext, wiped when dropped.
+/// Wipe a vector's contents and its spare capacity (bytes it held before a
+/// truncate or drain are still in the allocation).
+pub fn wipe_vec(buf: &mut Vec<u8>) {
+    wipe(buf);
+    for b in buf.spare_capacity_mut() {
+        b.write(0);
+    }
+    std::hint::black_box(buf);
+}
+
+/// A buffer that holds (or may hold) plaintext, wiped with its spare capacity when dropped.
 pub struct Plaintext(Vec<u8>);
+
+impl Plaintext {
+    /// An empty buffer of `capacity` bytes.
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self(Vec::with_capacity(capacity))
+    }
+
+    /// Make room for `more` bytes; a move to a larger allocation wipes the old one.
+    fn reserve(&mut self, more: usize) {
+        let need = self.0.len().saturating_add(more);
+        if need <= self.0.capacity() {
+            return;
+        }
+        let mut grown = Vec::with_capacity(need.max(self.0.capacity().saturating_mul(2)));
+        grown.extend_from_slice(&self.0);
+        let mut old = std::mem::replace(&mut self.0, grown);
+        wipe_vec(&mut old);
+    }
+
+    /// Pad with spaces to the next multiple of [`PAD_BUCKET`] (at least one bucket).
+    pub fn pad(&mut self) {
+        let target = self.0.len().div_ceil(PAD_BUCKET).max(1) * PAD_BUCKET;
+        self.reserve(target - self.0.len());
+        self.0.resize(target, b' ');
+    }
+}
+
+impl std::io::Write for Plaintext {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.reserve(bytes.len());
+        self.0.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
 
 impl std::ops::Deref for Plaintext {
     type Target = [u8];
@@ -109,7 +204,7 @@ impl std::ops::Deref for Plaintext {
 
 impl Drop for Plaintext {
     fn drop(&mut self) {
-        wipe(&mut self.0);
+        wipe_vec(&mut self.0);
     }
 }
 
@@ -121,8 +216,16 @@ pub struct Opened {
     pub exp: u64,
 }
 
-/// Verify and decrypt a token (CURSOR.md §3.6 steps 1–8).
+/// The salt of a well-formed token (its unique identity), without verifying it.
+pub fn salt(token: &str) -> Option<[u8; 32]> {
+    let body = token.rsplit('.').next()?;
+    let payload = URL_SAFE_NO_PAD.decode_to_vec(body).ok()?;
+    payload.get(8..40)?.try_into().ok()
+}
+
+/// Verify and decrypt a token (open steps 1–8 of docs/cursor-format.md).
 pub fn open(
+    purpose: Purpose,
     keys: &Keyring,
     token: &str,
     ctx: &CursorContext<'_>,
@@ -149,9 +252,14 @@ pub fn open(
     }
     let key = keys.get(kid).ok_or(CursorError::Invalid(R::UnknownKid))?;
     // Strict: URL-safe alphabet, no padding, no whitespace, canonical trailing bits.
-    let mut payload = URL_SAFE_NO_PAD
-        .decode_to_vec(body)
-        .map_err(|_| CursorError::Invalid(R::Encoding))?;
+    // Decryption happens in place and, in aes-gcm, before the tag is
+    // compared: a buffer whose tag fails holds real plaintext too (a valid
+    // token replayed in another context). It is wiped on every path.
+    let mut payload = Plaintext(
+        URL_SAFE_NO_PAD
+            .decode_to_vec(body)
+            .map_err(|_| CursorError::Invalid(R::Encoding))?,
+    );
     if payload.len() < OVERHEAD + PAD_BUCKET
         || !(payload.len() - OVERHEAD).is_multiple_of(PAD_BUCKET)
     {
@@ -175,7 +283,7 @@ pub fn open(
     if !bool::from(commit.ct_eq(&payload[40..HEADER])) {
         return Err(CursorError::Invalid(R::Commitment));
     }
-    let aad = aad(kid, &exp_be, &salt, commit, ctx);
+    let aad = aad(purpose, kid, &exp_be, &salt, commit, ctx);
     let tag_at = payload.len() - TAG;
     let tag = Tag::clone_from_slice(&payload[tag_at..]);
     let cipher = Aes256Gcm::new_from_slice(ek).unwrap_or_else(|_| unreachable!("32-byte key"));
@@ -183,17 +291,20 @@ pub fn open(
         .decrypt_in_place_detached(
             Nonce::from_slice(nonce),
             &aad,
-            &mut payload[HEADER..tag_at],
+            &mut payload.0[HEADER..tag_at],
             &tag,
         )
         .map_err(|_| CursorError::Invalid(R::Authentication))?;
     key.opened
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    // Move the plaintext to the front of the buffer and drop the header and tag.
-    payload.truncate(tag_at);
-    payload.drain(..HEADER);
+    // Operators watch this before retiring a key (docs/cursor-format.md, rotation).
+    tracing::debug!(target: "agentgate::cursor", kid, ?purpose, "cursor opened");
+    // Move the plaintext to the front of the buffer and drop the header and
+    // tag; the bytes left behind in spare capacity are wiped with the buffer.
+    payload.0.truncate(tag_at);
+    payload.0.drain(..HEADER);
     Ok(Opened {
-        plaintext: Plaintext(payload),
+        plaintext: payload,
         kid: kid.to_owned(),
         exp,
     })

@@ -106,15 +106,17 @@ impl HttpTool {
 /// Configured headers with `env:NAME` values read from the environment; the
 /// values are marked sensitive (never printed).
 pub fn resolve_headers(
-    headers: &std::collections::BTreeMap<String, String>,
+    headers: &std::collections::BTreeMap<String, secrecy::SecretString>,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
+    use secrecy::ExposeSecret;
     let mut out = Vec::with_capacity(headers.len());
     for (name, value) in headers {
+        let value = value.expose_secret();
         let value = match value.strip_prefix("env:") {
             Some(var) => env(var)
                 .ok_or_else(|| format!("header {name}: environment variable {var} is not set"))?,
-            None => value.clone(),
+            None => value.to_owned(),
         };
         let name = HeaderName::from_bytes(name.as_bytes())
             .map_err(|_| format!("header name {name:?} is invalid"))?;

@@ -180,14 +180,15 @@ async fn the_cursor_holds_no_system_prompt_and_binds_the_principal_not_the_body(
         agent: "echo",
         subject: "anonymous",
     };
-    let opened = token::open(&keys, &cursor, &ctx, T0).expect("bound to the anonymous principal");
+    let opened = token::open(token::Purpose::Cursor, &keys, &cursor, &ctx, T0)
+        .expect("bound to the anonymous principal");
     let plaintext = String::from_utf8(opened.plaintext.to_vec()).unwrap();
     assert!(plaintext.contains("\"hi\""));
     assert!(!plaintext.contains("TEST-SYSTEM-PROMPT"), "{plaintext}");
     assert!(!plaintext.contains("mallory") && !plaintext.contains("someone-elses-token"));
     for subject in ["mallory", "someone-elses-token"] {
         let ctx = CursorContext { subject, ..ctx };
-        assert!(token::open(&keys, &cursor, &ctx, T0).is_err());
+        assert!(token::open(token::Purpose::Cursor, &keys, &cursor, &ctx, T0).is_err());
     }
 }
 

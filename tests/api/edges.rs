@@ -6,6 +6,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use agentgate::clock::Clock;
+
 use crate::helpers::*;
 
 fn chat_body() -> Value {
@@ -240,4 +242,29 @@ async fn a_bad_quant_query_string_gets_the_quant_error_body() {
     let v: Value = res.json().await.unwrap();
     assert_eq!(v["error"], "invalid_request", "{v}");
     assert!(v["requestId"].is_string(), "{v}");
+}
+
+#[tokio::test]
+async fn a_stored_state_that_does_not_open_is_a_500_not_a_cursor_error() {
+    let app = spawn_app().await;
+    let (status, first) = app
+        .quant_post("acme/ai/agents/echo/chat", &json!({"message": "hi"}))
+        .await;
+    assert_eq!(status, 200, "{first}");
+    let id = first["sessionId"].as_str().unwrap().to_owned();
+    let now = app.clock.now();
+    let store = &app.state.store;
+    let mut rec = store.get_session(&id, now).await.unwrap().unwrap();
+    // A state sealed under a key this replica does not have.
+    rec.sealed = Some(rec.sealed.unwrap().replacen("cv1.k1.", "cv1.gone.", 1));
+    let version = rec.version;
+    store.replace_session(rec, version, now).await.unwrap();
+    let (status, body) = app
+        .quant_post(
+            "acme/ai/agents/echo/chat",
+            &json!({"message": "again", "sessionId": id}),
+        )
+        .await;
+    assert_eq!(status, 500, "{body}");
+    assert_eq!(body["error"], "internal_error", "{body}");
 }

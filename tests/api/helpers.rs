@@ -23,8 +23,11 @@ static TRACING: LazyLock<()> = LazyLock::new(|| {
     }
 });
 
-pub fn key_line(kid: &str, byte: u8) -> String {
-    format!("{kid}:{}", STANDARD.encode([byte; 32]))
+/// A cursor key line with a distinct, random-looking key per `seed`
+/// (configured keys must pass a randomness check).
+pub fn key_line(kid: &str, seed: u8) -> String {
+    use sha2::Digest;
+    format!("{kid}:{}", STANDARD.encode(sha2::Sha256::digest([seed])))
 }
 
 pub fn default_keys() -> String {

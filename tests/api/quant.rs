@@ -147,14 +147,20 @@ pub async fn user_ids_isolate_sessions_and_narrow_the_sealed_subject(backend: Ba
     };
     assert!(
         codec
-            .open(&sealed, &ctx("anonymous\u{0}user:u1"), T0)
+            .open_stored(&sealed, &ctx("anonymous\u{0}user:u1"), T0)
             .is_ok()
     );
-    assert!(codec.open(&sealed, &ctx("anonymous"), T0).is_err());
+    assert!(codec.open_stored(&sealed, &ctx("anonymous"), T0).is_err());
     assert!(
         codec
-            .open(&sealed, &ctx("anonymous\u{0}user:u2"), T0)
+            .open_stored(&sealed, &ctx("anonymous\u{0}user:u2"), T0)
             .is_err()
+    );
+    assert!(
+        codec
+            .open(&sealed, &ctx("anonymous\u{0}user:u1"), T0)
+            .is_err(),
+        "a stored state is never a valid cursor"
     );
     let plaintext_free = !sealed.contains("mine");
     assert!(plaintext_free, "conversation is encrypted at rest");

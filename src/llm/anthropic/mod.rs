@@ -100,7 +100,11 @@ fn usage(u: wire::UsageIn) -> Usage {
         u.cache_read_input_tokens,
     ) {
         (None, None, None) => None,
-        (a, b, c) => Some(a.unwrap_or(0) + b.unwrap_or(0) + c.unwrap_or(0)),
+        (a, b, c) => Some(
+            a.unwrap_or(0)
+                .saturating_add(b.unwrap_or(0))
+                .saturating_add(c.unwrap_or(0)),
+        ),
     };
     Usage {
         input_tokens: input,
