@@ -66,8 +66,10 @@ impl HttpTool {
             other => return Err(format!("method {other:?} is not supported")),
         };
         let url = s.url.clone().ok_or("url is required for kind = \"http\"")?;
-        let probe =
-            template_names(&url).fold(url.clone(), |u, n| u.replace(&format!("{{{n}}}"), "x"));
+        check_placeholders(&url)?;
+        let probe = template_names(&url)
+            .into_iter()
+            .fold(url.clone(), |u, n| u.replace(&format!("{{{n}}}"), "x"));
         reqwest::Url::parse(&probe).map_err(|e| format!("url: {e}"))?;
         let parameters = s
             .parameters
@@ -128,11 +130,49 @@ pub fn resolve_headers(
     Ok(out)
 }
 
-/// The `{name}` placeholders of a URL template.
-fn template_names(url: &str) -> impl Iterator<Item = &str> {
-    url.split('{')
+/// The distinct `{name}` placeholders of a URL template, in order.
+fn template_names(url: &str) -> Vec<&str> {
+    let mut names: Vec<&str> = Vec::new();
+    for name in url
+        .split('{')
         .skip(1)
         .filter_map(|rest| rest.split_once('}').map(|(name, _)| name))
+    {
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    names
+}
+
+/// Placeholders may fill path segments and query values only: never the
+/// scheme, host or port (a model could then point the tool anywhere: SSRF),
+/// a query key, or the fragment.
+fn check_placeholders(url: &str) -> Result<(), String> {
+    let after_scheme = url.find("://").map_or(0, |i| i + 3);
+    let path_start = url[after_scheme..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |i| after_scheme + i);
+    if url[..path_start].contains(['{', '}']) {
+        return Err(
+            "url: placeholders may only fill path segments and query values, not the scheme, host or port"
+                .into(),
+        );
+    }
+    let rest = &url[path_start..];
+    let (before_fragment, fragment) = rest.split_once('#').unwrap_or((rest, ""));
+    if fragment.contains(['{', '}']) {
+        return Err("url: placeholders may not be in the fragment".into());
+    }
+    if let Some((_, query)) = before_fragment.split_once('?') {
+        for pair in query.split('&') {
+            let key = pair.split_once('=').map_or(pair, |(k, _)| k);
+            if key.contains(['{', '}']) {
+                return Err("url: placeholders may fill query values, not query keys".into());
+            }
+        }
+    }
+    Ok(())
 }
 
 fn scalar(v: &serde_json::Value) -> Option<String> {
@@ -176,14 +216,13 @@ impl Tool for HttpTool {
         let mut url =
             reqwest::Url::parse(&url).map_err(|e| fail(format!("could not build the URL: {e}")))?;
         let mut request = if matches!(self.method, Method::GET | Method::DELETE) {
-            {
+            // Appended to the template's own query (`?api-version=…`), which
+            // stays as it is when there is nothing to add.
+            if !rest.is_empty() {
                 let mut q = url.query_pairs_mut();
                 for (k, v) in &rest {
                     q.append_pair(k, &scalar(v).unwrap_or_else(|| v.to_string()));
                 }
-            }
-            if rest.is_empty() {
-                url.set_query(None);
             }
             self.client.request(self.method.clone(), url)
         } else {
@@ -227,5 +266,33 @@ impl Tool for HttpTool {
             )));
         }
         Ok(text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_fill_path_segments_and_query_values_only() {
+        for ok in [
+            "https://api.example.com/v1/items/{id}",
+            "https://api.example.com/v1/items/{id}/sub/{id}?x={q}&api-version=1",
+            "http://127.0.0.1:8080/{a}-{b}",
+        ] {
+            assert!(check_placeholders(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "https://{host}/v1",
+            "https://api.{zone}.example.com/v1",
+            "http://127.0.0.1:{port}/v1",
+            "{scheme}://example.com/",
+            "https://user:{pw}@example.com/",
+            "https://example.com/v1?{key}=1",
+            "https://example.com/v1#{frag}",
+        ] {
+            assert!(check_placeholders(bad).is_err(), "{bad}");
+        }
+        assert_eq!(template_names("/a/{x}/b/{x}/{y}"), vec!["x", "y"]);
     }
 }

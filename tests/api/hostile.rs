@@ -22,6 +22,15 @@ pub enum Script {
     Bytes(Vec<u8>),
     /// Wait for a permit of `release`, then write these bytes and close.
     Held(Vec<u8>, Arc<tokio::sync::Semaphore>),
+    /// SSE response headers, then `piece` every `every_ms` (at most `count`
+    /// times) until the gateway hangs up: a model producing tokens slowly.
+    Trickle {
+        piece: Vec<u8>,
+        every_ms: u64,
+        count: usize,
+    },
+    /// The n-th request (from 0) gets the n-th script; the last one repeats.
+    Nth(Vec<Script>),
     /// SSE response headers and `prefix`, then `fill` in 64 KiB writes until
     /// the gateway hangs up or `max` bytes were written.
     Endless {
@@ -57,8 +66,22 @@ impl RawUpstream {
                     if read_request(&mut read).await.is_none() {
                         return;
                     }
-                    counter.fetch_add(1, Ordering::SeqCst);
+                    let nth = counter.fetch_add(1, Ordering::SeqCst);
+                    let script = match script {
+                        Script::Nth(list) => list
+                            .get(nth)
+                            .or(list.last())
+                            .cloned()
+                            .unwrap_or(Script::Bytes(Vec::new())),
+                        other => other,
+                    };
                     let n = match script {
+                        Script::Nth(_) => 0,
+                        Script::Trickle {
+                            piece,
+                            every_ms,
+                            count,
+                        } => trickle(&mut write, &piece, every_ms, count).await,
                         Script::Bytes(bytes) => {
                             let _ = write.write_all(&bytes).await;
                             bytes.len()
@@ -129,6 +152,27 @@ async fn read_request(read: &mut BufReader<tokio::net::tcp::OwnedReadHalf>) -> O
     let mut body = vec![0; length];
     read.read_exact(&mut body).await.ok()?;
     Some(())
+}
+
+async fn trickle(
+    write: &mut tokio::net::tcp::OwnedWriteHalf,
+    piece: &[u8],
+    every_ms: u64,
+    count: usize,
+) -> usize {
+    let head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n";
+    if write.write_all(head).await.is_err() {
+        return 0;
+    }
+    let mut written = 0;
+    for _ in 0..count {
+        if write.write_all(piece).await.is_err() {
+            break;
+        }
+        written += piece.len();
+        tokio::time::sleep(Duration::from_millis(every_ms)).await;
+    }
+    written
 }
 
 async fn endless(

@@ -729,3 +729,142 @@ async fn bad_arguments_and_unknown_tools_from_the_upstream_become_tool_errors() 
             .all(|c| c["toolCall"]["result"]["isError"] == true)
     );
 }
+
+#[tokio::test]
+async fn a_template_keeps_its_static_query_and_may_use_a_placeholder_twice() {
+    let orders = orders_service().await;
+    let upstream =
+        tool_upstream(vec![("lookup_order", r#"{"order_id":"42"}"#.into())], false).await;
+    let tool = format!(
+        r#"
+[[tools]]
+name = "lookup_order"
+kind = "http"
+method = "GET"
+url = "{}/orders/{{order_id}}/copy/{{order_id}}?api-version=2024-06"
+parameters = {{ type = "object", properties = {{ order_id = {{ type = "string" }} }}, required = ["order_id"] }}
+"#,
+        orders.uri()
+    );
+    let app = spawn_app_with(Options {
+        upstream: Some(format!("{}/v1", upstream.uri())),
+        extra_toml: format!("{}{tool}", tools_toml(r#""lookup_order""#, "")),
+        ..Default::default()
+    })
+    .await;
+    let (status, body) = app.say("p", "tooly", "order 42?", None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(text_of(&body), "tools said: order at /orders/42/copy/42");
+    let requests = orders.received_requests().await.unwrap();
+    assert_eq!(requests[0].url.query(), Some("api-version=2024-06"));
+}
+
+/// A model that asks for `lookup_order` 7, then (second call) fails with a
+/// 500 or, with `trickle`, streams dots slowly for a minute; then answers.
+async fn claim_app(trickle: bool) -> (TestApp, crate::hostile::RawUpstream) {
+    use crate::hostile::{RawUpstream, Script, http};
+    let ask = json!({
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": null, "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": "lookup_order", "arguments": "{\"order_id\":\"7\"}"}}
+        ]}, "finish_reason": "tool_calls"}]
+    });
+    let json_ok = |v: &Value| {
+        http(
+            "200 OK",
+            &[("content-type", "application/json")],
+            &v.to_string(),
+        )
+    };
+    let second = if trickle {
+        let dot = json!({"choices": [{"delta": {"content": "."}}]});
+        Script::Trickle {
+            piece: format!("data: {dot}\n\n").into_bytes(),
+            every_ms: 50,
+            count: 1200,
+        }
+    } else {
+        Script::Bytes(http("500 Internal Server Error", &[], ""))
+    };
+    let up = RawUpstream::start(Script::Nth(vec![
+        Script::Bytes(json_ok(&ask)),
+        second,
+        Script::Bytes(json_ok(&completion("tools said: order at /orders/7"))),
+    ]))
+    .await;
+    let orders = orders_service().await;
+    let tool = format!(
+        r#"
+[[tools]]
+name = "lookup_order"
+kind = "http"
+url = "{}/orders/{{order_id}}"
+parameters = {{ type = "object", properties = {{ order_id = {{ type = "string" }} }}, required = ["order_id"] }}
+confirm = true
+"#,
+        orders.uri()
+    );
+    let app = spawn_app_with(Options {
+        upstream: Some(up.base.clone()),
+        extra_toml: format!("{}{tool}", tools_toml(r#""lookup_order""#, "")),
+        ..Default::default()
+    })
+    .await;
+    (app, up)
+}
+
+/// Answer until the claim of an abandoned attempt has been given back
+/// (bounded): "being answered by another request" is the only 409 allowed.
+async fn answer_once_released(app: &TestApp, cursor: &str, id: &str) -> (u16, String) {
+    for _ in 0..200 {
+        let (status, body) = answer(app, cursor, id, "ALLOW").await;
+        if !(status == 409 && body.contains("being answered by another request")) {
+            return (status, body);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the confirmation claim was never released");
+}
+
+#[tokio::test]
+async fn a_streamed_confirmation_answer_that_failed_upstream_can_be_retried() {
+    let (app, _up) = claim_app(false).await;
+    let (cursor, id) = ask_for_confirmation(&app).await;
+    let res = app
+        .chat("p", &json!({"agentExternalId": "tooly", "cursor": cursor, "stream": true, "messages": [confirmation(&id, "ALLOW")]}))
+        .await;
+    assert_eq!(res.status(), 200);
+    let events = crate::streaming::read_events(res).await;
+    let last = events.last().unwrap();
+    assert_eq!(
+        last.name, "error",
+        "the model call after the tool failed: {events:?}"
+    );
+    // Released at once: the retry runs the turn instead of getting 409.
+    let (status, body) = answer(&app, &cursor, &id, "ALLOW").await;
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(text_of(&v), "tools said: order at /orders/7");
+}
+
+#[tokio::test]
+async fn a_confirmation_answer_whose_client_went_away_can_be_retried() {
+    let (app, up) = claim_app(true).await;
+    let (cursor, id) = ask_for_confirmation(&app).await;
+    let res = app
+        .chat("p", &json!({"agentExternalId": "tooly", "cursor": cursor, "stream": true, "messages": [confirmation(&id, "ALLOW")]}))
+        .await;
+    assert_eq!(res.status(), 200);
+    // Inside the slow model call: hang up.
+    up.wait_hits(2).await;
+    let mut stream = res.bytes_stream();
+    let _ = tokio::time::timeout(
+        Duration::from_secs(10),
+        futures::StreamExt::next(&mut stream),
+    )
+    .await;
+    drop(stream);
+    let (status, body) = answer_once_released(&app, &cursor, &id).await;
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(text_of(&v), "tools said: order at /orders/7");
+}

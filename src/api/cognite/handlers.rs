@@ -4,6 +4,7 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::error::CogniteError;
+use super::once;
 use super::wire::{
     ActionAnswer, AgentContent, AgentMessage, Answer, ChatRequest, ChatResponse, ClientTool,
     Reasoning, ResponseBody, TextContent,
@@ -102,16 +103,21 @@ async fn chat(
 
     // A cursor that answers a confirmation is single-use: the same answer again
     // gets the same response, a different one is 409.
-    let once = match (&chat.cursor, answers_confirmation(&chat.answers)) {
-        (Some(token), true) => Some((once_key(token), confirmation_answer(&chat.answers))),
-        _ => None,
-    };
     let once_ttl = state.settings.cursor.ttl_seconds + crate::cursor::SKEW;
-    if let Some((key, answer)) = &once {
-        match state.store.claim_once(key, answer, once_ttl, now).await? {
-            Claim::New => {}
+    let mut guard = None;
+    if let (Some(token), true) = (&chat.cursor, once::answers_confirmation(&chat.answers)) {
+        let key = once::key(token).ok_or_else(|| {
+            ApiError::from(crate::cursor::CursorError::Invalid(
+                crate::cursor::InvalidReason::Shape,
+            ))
+        })?;
+        let answer = once::answer_hash(&chat.answers);
+        match state.store.claim_once(&key, &answer, once_ttl, now).await? {
+            Claim::New => guard = Some(once::Guard::new(state.store.clone(), key)),
             Claim::Repeat(Some(sealed)) => {
-                let cached = state.codec.open_blob(&sealed, &ctx, now)?;
+                let cached = state.codec.open_blob(&sealed, &ctx, now).map_err(|e| {
+                    ApiError::from_stored(e, "confirmation result", ErrorCode::Conflict)
+                })?;
                 return Ok(HttpResponse::Ok()
                     .content_type("application/json")
                     .body(cached));
@@ -154,19 +160,15 @@ async fn chat(
             Ok(outcome) => render_outcome(&data, &agent, &tools, outcome, &ctx),
             Err(e) => Err(e),
         };
-        if let Some((key, _)) = &once {
-            match &result {
-                Ok(body) => {
-                    let exp = (data.clock.now() + once_ttl as i64) as u64;
-                    let sealed = data.codec.seal_blob(body.as_bytes(), &ctx, exp)?;
-                    data.store
-                        .finish_once(key, sealed, once_ttl, data.clock.now())
-                        .await?;
-                }
-                Err(_) => {
-                    let _ = data.store.release_once(key).await;
-                }
-            }
+        // Dropping the guard (an error here, or this closure never running
+        // because the stream failed or the client left) releases the claim.
+        if let (Some(guard), Ok(body)) = (guard, &result) {
+            let exp = (data.clock.now() + once_ttl as i64) as u64;
+            let sealed = data.codec.seal_blob(body.as_bytes(), &ctx, exp)?;
+            data.store
+                .finish_once(guard.key(), sealed, once_ttl, data.clock.now())
+                .await?;
+            guard.commit();
         }
         result
     };
@@ -226,36 +228,6 @@ fn render_outcome(
     };
     serde_json::to_string(&response)
         .map_err(|e| ApiError::new(ErrorCode::Internal, format!("response: {e}")))
-}
-
-fn answers_confirmation(answers: &[ActionAnswer]) -> bool {
-    answers
-        .iter()
-        .any(|a| matches!(a.answer, Answer::Confirmation(_)))
-}
-
-/// The single-use key of a cursor: a hash of the whole token (its salt makes it unique).
-fn once_key(token: &str) -> String {
-    use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(token.as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// A canonical form of the confirmation decisions in a request.
-fn confirmation_answer(answers: &[ActionAnswer]) -> String {
-    let mut parts: Vec<String> = answers
-        .iter()
-        .filter_map(|a| match a.answer {
-            Answer::Confirmation(allow) => Some(format!(
-                "{}={}",
-                a.action_id,
-                if allow { "ALLOW" } else { "DENY" }
-            )),
-            Answer::ClientTool(_) => None,
-        })
-        .collect();
-    parts.sort();
-    parts.join("&")
 }
 
 /// The agent message: the answer, a notice and a `stopReason` data item on a

@@ -2,4 +2,5 @@
 
 pub mod error;
 pub mod handlers;
+pub mod once;
 pub mod wire;
