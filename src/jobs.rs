@@ -122,13 +122,16 @@ async fn worker(app: Arc<AppState>, consumer: String, index: usize) {
     }
 }
 
-/// Run one leased job, keeping its lease renewed, and ack it whatever the outcome.
+/// Run one leased job, keeping its lease renewed, and ack it whatever the
+/// outcome. If the lease is lost (this worker stalled past it and another
+/// replica reclaimed the job), the attempt stops at once and leaves the job
+/// to its new holder.
 async fn process(app: &AppState, consumer: &str, lease: Lease) {
     let job: Job = match serde_json::from_str(&lease.payload) {
         Ok(job) => job,
         Err(e) => {
             tracing::error!(error = %e, "unreadable job dropped");
-            let _ = app.store.ack(&lease).await;
+            let _ = app.store.ack(consumer, &lease).await;
             return;
         }
     };
@@ -155,15 +158,24 @@ async fn process(app: &AppState, consumer: &str, lease: Lease) {
                 tokio::select! {
                     () = &mut work => break,
                     () = tokio::time::sleep(renew_every) => {
-                        if let Err(e) = app.store.renew(consumer, &lease).await {
-                            tracing::warn!(error = %e, "could not renew the job lease");
+                        match app.store.renew(consumer, &lease).await {
+                            Ok(()) => {}
+                            Err(StoreError::Conflict) => {
+                                tracing::warn!("the job's lease was taken over by another worker; stopping this attempt");
+                                return;
+                            }
+                            Err(e) => tracing::warn!(error = %e, "could not renew the job lease"),
                         }
                     }
                 }
             }
         }
-        if let Err(e) = app.store.ack(&lease).await {
-            tracing::warn!(error = %e, "could not ack the job");
+        match app.store.ack(consumer, &lease).await {
+            Ok(()) => {}
+            Err(StoreError::Conflict) => {
+                tracing::info!("the job was taken over by another worker, which acks it");
+            }
+            Err(e) => tracing::warn!(error = %e, "could not ack the job"),
         }
     }
     .instrument(span)
@@ -265,6 +277,9 @@ pub async fn accept(app: &AppState, request_id: &str, turn: ChatTurn) -> Result<
     Ok(session_id)
 }
 
+/// Move the execution to `status`, forward only: the store refuses to
+/// replace a finished record or to move a status back, atomically, so a
+/// reclaimed attempt racing the one it replaced cannot undo a completion.
 async fn set_status(
     app: &AppState,
     job: &Job,
@@ -277,19 +292,22 @@ async fn set_status(
         tracing::warn!(request_id = %job.request_id, "execution record vanished");
         return;
     };
-    // Never overwrite a finished execution: a reclaimed job may race the attempt it replaced.
-    if matches!(
-        rec.status,
-        ExecutionStatus::Complete | ExecutionStatus::Failed
-    ) {
+    if !rec.status.may_become(status) {
         return;
     }
     rec.status = status;
     rec.updated_at = now;
     rec.result = result;
     rec.error = error;
-    if let Err(e) = app.store.put_execution(rec, now).await {
-        tracing::error!(request_id = %job.request_id, error = %e, "could not record execution status");
+    match app.store.advance_execution(rec, now).await {
+        Ok(true) => {}
+        Ok(false) => tracing::info!(
+            status = status.as_str(),
+            "execution already moved on; status not recorded"
+        ),
+        Err(e) => {
+            tracing::error!(request_id = %job.request_id, error = %e, "could not record execution status")
+        }
     }
 }
 
@@ -330,6 +348,23 @@ async fn run_in_span(app: &AppState, job: Job) {
 }
 
 async fn execute(app: &AppState, job: &Job) -> Result<String, ApiError> {
+    // An earlier attempt may have committed the turn and died before
+    // recording the execution complete: never run the turn twice.
+    match sessions::committed_job(app, &job.session_id, &job.request_id).await? {
+        Some(Some(result)) => {
+            tracing::info!(
+                "the turn was committed by an earlier attempt; completing with its result"
+            );
+            return Ok(result);
+        }
+        Some(None) => {
+            return Err(ApiError::new(
+                ErrorCode::Internal,
+                "the turn was committed by an earlier attempt, but its result was replaced by a later execution's",
+            ));
+        }
+        None => {}
+    }
     let now = app.clock.now();
     let subject = sessions::narrowed_subject(&job.subject, job.user_id.as_deref());
     let purpose = purpose(&job.request_id);
@@ -343,7 +378,28 @@ async fn execute(app: &AppState, job: &Job) -> Result<String, ApiError> {
             |e| ApiError::from_stored(e, "execution input", ErrorCode::ExecutionNotFound),
         )?)
         .map_err(|e| ApiError::new(ErrorCode::Internal, format!("job input: {e}")))?;
-    let reply = sessions::chat(
+    let rec_ctx = CursorContext {
+        project: &job.org,
+        agent: &purpose,
+        subject: &job.subject,
+    };
+    let seal_result = |reply: &sessions::ChatReply| -> Result<String, ApiError> {
+        let result = serde_json::to_vec(&JobResult {
+            text: reply.reply.clone(),
+            stop_reason: reply.stop_reason.as_str().to_owned(),
+            input_tokens: reply.usage.input_tokens,
+            output_tokens: reply.usage.output_tokens,
+            cache_read_tokens: reply.usage.cache_read_tokens,
+            cache_write_tokens: reply.usage.cache_write_tokens,
+            tool_executions: crate::api::report::quant_tool_results(&reply.tool_runs),
+        })
+        .map_err(|e| ApiError::new(ErrorCode::Internal, format!("job result: {e}")))?;
+        let expires = (app.clock.now() + app.settings.jobs.ttl_seconds as i64) as u64;
+        app.codec
+            .seal_blob(&result, &rec_ctx, expires)
+            .map_err(|e| ApiError::from_stored(e, "execution result", ErrorCode::ExecutionNotFound))
+    };
+    let (_, sealed) = sessions::chat_for_job(
         app,
         ChatTurn {
             scope: Scope {
@@ -356,27 +412,13 @@ async fn execute(app: &AppState, job: &Job) -> Result<String, ApiError> {
             message: input.message,
             system: input.system,
         },
+        sessions::JobCommit {
+            request_id: &job.request_id,
+            seal_result: &seal_result,
+        },
     )
     .await?;
-    let result = serde_json::to_vec(&JobResult {
-        text: reply.reply,
-        stop_reason: reply.stop_reason.as_str().to_owned(),
-        input_tokens: reply.usage.input_tokens,
-        output_tokens: reply.usage.output_tokens,
-        cache_read_tokens: reply.usage.cache_read_tokens,
-        cache_write_tokens: reply.usage.cache_write_tokens,
-        tool_executions: crate::api::report::quant_tool_results(&reply.tool_runs),
-    })
-    .map_err(|e| ApiError::new(ErrorCode::Internal, format!("job result: {e}")))?;
-    let rec_ctx = CursorContext {
-        project: &job.org,
-        agent: &purpose,
-        subject: &job.subject,
-    };
-    let expires = (app.clock.now() + app.settings.jobs.ttl_seconds as i64) as u64;
-    app.codec
-        .seal_blob(&result, &rec_ctx, expires)
-        .map_err(|e| ApiError::from_stored(e, "execution result", ErrorCode::ExecutionNotFound))
+    Ok(sealed)
 }
 
 /// Open a complete execution's sealed result.

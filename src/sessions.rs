@@ -77,6 +77,8 @@ pub fn new_record(
         message_count: 0,
         total_tokens: 0,
         sealed: None,
+        jobs: Vec::new(),
+        last_job: None,
         version: 0,
     }
 }
@@ -188,7 +190,57 @@ pub async fn chat(app: &AppState, turn: ChatTurn) -> Result<ChatReply, ApiError>
             tracing::warn!(error = %e, "turn failed");
             ApiError::from(e)
         })?;
-    finish(app, prepared, outcome).await
+    finish(app, prepared, outcome, None).await
+}
+
+/// An async execution committing with its turn: its id, and how to seal
+/// its result from the reply. The session write records both, so the turn
+/// and the execution's result are one write.
+pub struct JobCommit<'a> {
+    pub request_id: &'a str,
+    pub seal_result: &'a (dyn Fn(&ChatReply) -> Result<String, ApiError> + Sync),
+}
+
+/// Like [`chat`], committing `job` with the turn; returns the reply and the
+/// sealed result.
+pub async fn chat_for_job(
+    app: &AppState,
+    turn: ChatTurn,
+    job: JobCommit<'_>,
+) -> Result<(ChatReply, String), ApiError> {
+    let (prepared, cx, conversation, input) = prepare(app, turn, false).await?;
+    let outcome = run_to_end(run_turn(cx, conversation, input))
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "turn failed");
+            ApiError::from(e)
+        })?;
+    let mut sealed = None;
+    let reply = finish(app, prepared, outcome, Some((&job, &mut sealed))).await?;
+    let sealed =
+        sealed.ok_or_else(|| ApiError::new(ErrorCode::Internal, "job result not sealed"))?;
+    Ok((reply, sealed))
+}
+
+/// Whether execution `request_id` already committed its turn into session
+/// `id`: `Some(result)` with its sealed result when it is the latest one,
+/// `Some(None)` when it committed but a later execution's result replaced its own.
+pub async fn committed_job(
+    app: &AppState,
+    id: &str,
+    request_id: &str,
+) -> Result<Option<Option<String>>, ApiError> {
+    let Some(rec) = app.store.get_session(id, app.clock.now()).await? else {
+        return Ok(None);
+    };
+    if !rec.jobs.iter().any(|j| j == request_id) {
+        return Ok(None);
+    }
+    Ok(Some(
+        rec.last_job
+            .filter(|(j, _)| j == request_id)
+            .map(|(_, result)| result),
+    ))
 }
 
 /// A session turn ready to run: the record to update once it is done.
@@ -239,11 +291,13 @@ pub async fn prepare(
     ))
 }
 
-/// Seal the turn's new state into the session and write it back (compare-and-set).
+/// Seal the turn's new state into the session and write it back
+/// (compare-and-set), with an async execution's commit when `job` is given.
 pub async fn finish(
     app: &AppState,
     prepared: Prepared,
     outcome: TurnOutcome,
+    job: Option<(&JobCommit<'_>, &mut Option<String>)>,
 ) -> Result<ChatReply, ApiError> {
     let Prepared {
         mut rec,
@@ -272,15 +326,23 @@ pub async fn finish(
     );
     slide(app, &mut rec, now);
     seal(app, &mut rec, &mut state, agent.budget)?;
-    let session_id = rec.id.clone();
-    save(app, rec, new).await?;
-    Ok(ChatReply {
-        session_id,
+    let reply = ChatReply {
+        session_id: rec.id.clone(),
         reply,
         stop_reason,
         usage,
         tool_runs,
-    })
+    };
+    if let Some((job, sealed)) = job {
+        let result = (job.seal_result)(&reply)?;
+        rec.jobs.push(job.request_id.to_owned());
+        let excess = rec.jobs.len().saturating_sub(crate::store::MAX_JOB_MARKS);
+        rec.jobs.drain(..excess);
+        rec.last_job = Some((job.request_id.to_owned(), result.clone()));
+        *sealed = Some(result);
+    }
+    save(app, rec, new).await?;
+    Ok(reply)
 }
 
 /// `{role, content}` view of a history, as the sessions API shows it.

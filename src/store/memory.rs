@@ -152,6 +152,17 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    async fn advance_execution(&self, rec: ExecutionRecord, now: i64) -> Result<bool, StoreError> {
+        let mut inner = self.lock()?;
+        match inner.executions.get_mut(&rec.id) {
+            Some(current) if current.expires_at > now && current.status.may_become(rec.status) => {
+                *current = rec;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
     async fn get_execution(
         &self,
         id: &str,
@@ -209,7 +220,7 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn ack(&self, _lease: &Lease) -> Result<(), StoreError> {
+    async fn ack(&self, _consumer: &str, _lease: &Lease) -> Result<(), StoreError> {
         Ok(())
     }
 
@@ -289,6 +300,8 @@ mod tests {
             message_count: 0,
             total_tokens: 0,
             sealed: None,
+            jobs: Vec::new(),
+            last_job: None,
             version: 0,
         }
     }

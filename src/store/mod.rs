@@ -43,9 +43,21 @@ pub struct SessionRecord {
     pub total_tokens: u64,
     /// The cv1 token of the conversation state; `None` before anything was said.
     pub sealed: Option<String>,
+    /// Async executions whose turn was committed into this session, oldest
+    /// first (at most [`MAX_JOB_MARKS`]): a re-run of one of them (its worker
+    /// died before recording it complete) must not run the turn again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub jobs: Vec<String>,
+    /// The latest committed execution's id and sealed result, written with
+    /// the turn, so that such a re-run completes with the original result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_job: Option<(String, String)>,
     /// Incremented on every write; writes compare and set on it.
     pub version: u64,
 }
+
+/// How many committed execution ids a session remembers.
+pub const MAX_JOB_MARKS: usize = 16;
 
 /// Filters for listing sessions; `org` and `subject` always apply.
 #[derive(Debug, Clone, Default)]
@@ -69,6 +81,25 @@ pub enum ExecutionStatus {
 }
 
 impl ExecutionStatus {
+    /// Statuses only move forward: pending, running, then complete or failed
+    /// (terminal; neither replaces the other).
+    pub fn rank(self) -> u8 {
+        match self {
+            ExecutionStatus::Pending => 0,
+            ExecutionStatus::Running => 1,
+            ExecutionStatus::Complete | ExecutionStatus::Failed => 2,
+        }
+    }
+
+    pub fn is_terminal(self) -> bool {
+        self.rank() == 2
+    }
+
+    /// Whether a record in status `self` may be replaced by one in `next`.
+    pub fn may_become(self, next: ExecutionStatus) -> bool {
+        !self.is_terminal() && next.rank() >= self.rank()
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             ExecutionStatus::Pending => "pending",
@@ -141,7 +172,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         filter: &SessionFilter,
         now: i64,
     ) -> Result<Vec<SessionRecord>, StoreError>;
+    /// Write a new execution record (status `pending`).
     async fn put_execution(&self, rec: ExecutionRecord, now: i64) -> Result<(), StoreError>;
+    /// Replace an execution record only if its stored status may become
+    /// `rec.status` ([`ExecutionStatus::may_become`]), atomically; `false`
+    /// when refused (a finished record is never overwritten, so a reclaimed
+    /// attempt cannot undo the completion of the one it raced) or gone.
+    async fn advance_execution(&self, rec: ExecutionRecord, now: i64) -> Result<bool, StoreError>;
     async fn get_execution(
         &self,
         id: &str,
@@ -156,10 +193,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         consumer: &str,
         wait: std::time::Duration,
     ) -> Result<Option<Lease>, StoreError>;
-    /// Keep `lease` held by `consumer`.
+    /// Keep `lease` held by `consumer`; `Conflict` if another consumer has
+    /// taken it over (its lease lapsed and was reclaimed): stop working on it.
     async fn renew(&self, consumer: &str, lease: &Lease) -> Result<(), StoreError>;
-    /// The job is done (whatever its outcome): remove it from the queue.
-    async fn ack(&self, lease: &Lease) -> Result<(), StoreError>;
+    /// The job is done (whatever its outcome): remove it from the queue, if
+    /// `consumer` still holds it (`Conflict` otherwise: the new holder acks).
+    async fn ack(&self, consumer: &str, lease: &Lease) -> Result<(), StoreError>;
     /// Take over one job whose lease was not renewed for `min_idle`, if any.
     async fn reclaim(
         &self,

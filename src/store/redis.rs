@@ -78,6 +78,41 @@ local p = redis.call('XPENDING', KEYS[1], ARGV[1], e[1], e[1], 1)
 return {e[1], job_field(e[2]), p[1][4]}
 ";
 
+/// Replace an execution record only if its status may move to the new one
+/// (pending 0 < running 1 < complete = failed 2, terminal).
+const ADVANCE: &str = r"
+local d = redis.call('GET', KEYS[1])
+if not d then return 0 end
+local rank = {pending = 0, running = 1, complete = 2, failed = 2}
+local from = rank[cjson.decode(d)['status']]
+local to = rank[ARGV[2]]
+if from == nil or to == nil or from >= 2 or to < from then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+return 1
+";
+
+/// Whether consumer ARGV[2] holds job ARGV[3] (it is pending for it).
+const OWNS: &str = r"
+local function owns()
+  return #redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1, ARGV[2]) == 1
+end
+";
+
+/// Renew a lease (reset its idle time) only for its holder.
+const RENEW: &str = r"
+if not owns() then return 0 end
+redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'JUSTID')
+return 1
+";
+
+/// Ack and delete a job only for its holder.
+const ACK: &str = r"
+if not owns() then return 0 end
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
+redis.call('XDEL', KEYS[1], ARGV[3])
+return 1
+";
+
 const GROUP: &str = "workers";
 
 const CLAIM: &str = r"
@@ -96,8 +131,22 @@ return {'repeat', r}
 pub struct RedisStore {
     client: redis::Client,
     prefix: String,
-    conn: Mutex<Option<ConnectionManager>>,
+    conn: std::sync::Mutex<Conn>,
+    /// Held by the one caller making a connection; the others wait at most
+    /// for that attempt (bounded), never for a queue of them.
+    connecting: Mutex<()>,
 }
+
+/// The connection, or when the last attempt to make one failed.
+#[derive(Default)]
+struct Conn {
+    manager: Option<ConnectionManager>,
+    failed_at: Option<tokio::time::Instant>,
+}
+
+/// After a failed connect, calls fail at once for this long instead of each
+/// trying again: an outage costs callers nothing but an error.
+const RECONNECT_AFTER: Duration = Duration::from_secs(1);
 
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -124,15 +173,53 @@ impl RedisStore {
         Ok(Self {
             client,
             prefix: prefix.to_owned(),
-            conn: Mutex::new(None),
+            conn: std::sync::Mutex::new(Conn::default()),
+            connecting: Mutex::new(()),
         })
     }
 
-    async fn conn(&self) -> Result<ConnectionManager, StoreError> {
-        let mut guard = self.conn.lock().await;
-        if let Some(c) = guard.as_ref() {
-            return Ok(c.clone());
+    /// The connection if there is one; `Err` while a recent connect failed.
+    fn current(&self) -> Result<Option<ConnectionManager>, StoreError> {
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = &conn.manager {
+            return Ok(Some(c.clone()));
         }
+        if conn
+            .failed_at
+            .is_some_and(|at| at.elapsed() < RECONNECT_AFTER)
+        {
+            return Err(unavailable("not connected (the last attempt failed)"));
+        }
+        Ok(None)
+    }
+
+    /// The shared connection, made on first use. No lock is held across the
+    /// connect that callers other than the one connecting would queue behind
+    /// for longer than that one (bounded) attempt.
+    async fn conn(&self) -> Result<ConnectionManager, StoreError> {
+        if let Some(c) = self.current()? {
+            return Ok(c);
+        }
+        let _one = tokio::time::timeout(OP_TIMEOUT, self.connecting.lock())
+            .await
+            .map_err(|_| unavailable("connect timed out"))?;
+        // Another caller may have connected (or failed) while this one waited.
+        if let Some(c) = self.current()? {
+            return Ok(c);
+        }
+        let result = self.connect().await;
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        match &result {
+            Ok(c) => {
+                conn.manager = Some(c.clone());
+                conn.failed_at = None;
+            }
+            Err(_) => conn.failed_at = Some(tokio::time::Instant::now()),
+        }
+        result
+    }
+
+    async fn connect(&self) -> Result<ConnectionManager, StoreError> {
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_millis(500)))
             .set_response_timeout(Some(OP_TIMEOUT))
@@ -145,7 +232,6 @@ impl RedisStore {
         .await
         .map_err(|_| unavailable("connect timed out"))?
         .map_err(unavailable)?;
-        *guard = Some(c.clone());
         Ok(c)
     }
 
@@ -160,6 +246,29 @@ impl RedisStore {
             Err(_) => Err(unavailable("operation timed out")),
             Ok(Err(e)) => Err(unavailable(e)),
             Ok(Ok(v)) => Ok(v),
+        }
+    }
+
+    /// Run `script` (RENEW or ACK) on `lease` for `consumer`; `Conflict` when
+    /// another consumer holds the job now.
+    async fn owned(&self, script: &str, consumer: &str, lease: &Lease) -> Result<(), StoreError> {
+        let (key, consumer, id) = (self.jobs_key(), consumer.to_owned(), lease.id.clone());
+        let script = Script::new(&format!("{OWNS}{script}"));
+        let done: i64 = self
+            .run(|mut c| async move {
+                script
+                    .key(key)
+                    .arg(GROUP)
+                    .arg(consumer)
+                    .arg(id)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        if done == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict)
         }
     }
 
@@ -359,6 +468,25 @@ impl Store for RedisStore {
         .await
     }
 
+    async fn advance_execution(&self, rec: ExecutionRecord, now: i64) -> Result<bool, StoreError> {
+        let data = encode(&rec)?;
+        let key = self.execution_key(&rec.id);
+        let ttl = ttl_ms(rec.expires_at, now);
+        let status = rec.status.as_str();
+        let done: i64 = self
+            .run(|mut c| async move {
+                Script::new(ADVANCE)
+                    .key(key)
+                    .arg(data)
+                    .arg(status)
+                    .arg(ttl)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(done == 1)
+    }
+
     async fn get_execution(
         &self,
         id: &str,
@@ -436,39 +564,11 @@ impl Store for RedisStore {
     }
 
     async fn renew(&self, consumer: &str, lease: &Lease) -> Result<(), StoreError> {
-        let (key, consumer, id) = (self.jobs_key(), consumer.to_owned(), lease.id.clone());
-        self.run(|mut c| async move {
-            let _: redis::Value = redis::cmd("XCLAIM")
-                .arg(key)
-                .arg(GROUP)
-                .arg(consumer)
-                .arg(0)
-                .arg(id)
-                .arg("JUSTID")
-                .query_async(&mut c)
-                .await?;
-            Ok(())
-        })
-        .await
+        self.owned(RENEW, consumer, lease).await
     }
 
-    async fn ack(&self, lease: &Lease) -> Result<(), StoreError> {
-        let (key, id) = (self.jobs_key(), lease.id.clone());
-        self.run(|mut c| async move {
-            let _: i64 = redis::cmd("XACK")
-                .arg(&key)
-                .arg(GROUP)
-                .arg(&id)
-                .query_async(&mut c)
-                .await?;
-            let _: i64 = redis::cmd("XDEL")
-                .arg(&key)
-                .arg(&id)
-                .query_async(&mut c)
-                .await?;
-            Ok(())
-        })
-        .await
+    async fn ack(&self, consumer: &str, lease: &Lease) -> Result<(), StoreError> {
+        self.owned(ACK, consumer, lease).await
     }
 
     async fn reclaim(

@@ -64,4 +64,5 @@ on_both_stores!(
     quant_async::a_failing_upstream_ends_in_failed_with_a_readable_error,
     quant_async::polling_from_another_organisation_or_an_unknown_id_is_404,
     quant_async::a_full_queue_answers_503_with_retry_after,
+    quant_async::a_rerun_after_the_turn_committed_does_not_run_it_twice,
 );

@@ -194,3 +194,102 @@ pub async fn a_full_queue_answers_503_with_retry_after(backend: Backend) {
     assert_eq!(retry.as_deref(), Some("5"));
     assert_eq!(body["error"], "queue_full");
 }
+
+/// A worker that died after committing the turn into the session but before
+/// recording the execution complete: the re-run completes with the committed
+/// result instead of running the turn again.
+pub async fn a_rerun_after_the_turn_committed_does_not_run_it_twice(backend: Backend) {
+    use agentgate::clock::Clock;
+    use agentgate::cursor::CursorContext;
+    use agentgate::store::ExecutionStatus;
+    let up = upstream(ResponseTemplate::new(200).set_body_json(completion("only once"))).await;
+    let app = spawn_app_with(Options {
+        store: backend,
+        upstream: Some(format!("{}/v1", up.uri())),
+        ..Default::default()
+    })
+    .await;
+    let (status, accepted) = app
+        .quant_post(
+            "acme/ai/agents/gpt/chat",
+            &json!({"message": "once please", "async": true, "userId": "u1"}),
+        )
+        .await;
+    assert_eq!(status, 202, "{accepted}");
+    let poll_url = accepted["pollUrl"].as_str().unwrap().to_owned();
+    let first = wait_done(&app, &poll_url, Duration::from_secs(10)).await;
+    assert_eq!(first["status"], "complete", "{first}");
+    assert_eq!(up.received_requests().await.unwrap().len(), 1);
+
+    // The crash: the execution is back to `running` as if `complete` was
+    // never written, and the job is delivered again.
+    let request_id = accepted["requestId"].as_str().unwrap().to_owned();
+    let sid = accepted["sessionId"].as_str().unwrap().to_owned();
+    let store = &app.state.store;
+    let now = app.clock.now();
+    let mut rec = store
+        .get_execution(&request_id, now)
+        .await
+        .unwrap()
+        .unwrap();
+    rec.status = ExecutionStatus::Running;
+    rec.result = None;
+    store.put_execution(rec, now).await.unwrap();
+    let purpose = format!("execution/{request_id}");
+    let subject = agentgate::sessions::narrowed_subject("anonymous", Some("u1"));
+    let sealed_input = app
+        .state
+        .codec
+        .seal_blob(
+            json!({"message": "once please", "system": null})
+                .to_string()
+                .as_bytes(),
+            &CursorContext {
+                project: "acme",
+                agent: &purpose,
+                subject: &subject,
+            },
+            (now + 3600) as u64,
+        )
+        .unwrap();
+    let job = agentgate::jobs::Job {
+        request_id: request_id.clone(),
+        org: "acme".into(),
+        subject: "anonymous".into(),
+        user_id: Some("u1".into()),
+        agent_id: "gpt".into(),
+        session_id: sid.clone(),
+        sealed_input,
+    };
+    store
+        .enqueue(serde_json::to_string(&job).unwrap(), 10)
+        .await
+        .unwrap();
+    let mut again = Value::Null;
+    for _ in 0..500 {
+        again = app.get_json(&poll_url).await;
+        if again["status"] == "complete" || again["status"] == "failed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(again["status"], "complete", "{again}");
+    assert_eq!(again["result"], first["result"], "the committed result");
+    assert_eq!(
+        up.received_requests().await.unwrap().len(),
+        1,
+        "the model was not asked again"
+    );
+    let (_, detail) = app
+        .quant_send(
+            Method::GET,
+            &format!("acme/ai/sessions/{sid}?userId=u1"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        detail["messages"].as_array().unwrap().len(),
+        2,
+        "the message is in the session once: {detail}"
+    );
+}

@@ -215,3 +215,159 @@ async fn a_job_past_max_attempts_is_failed_not_retried_forever() {
     );
     assert_eq!(upstream.received_requests().await.unwrap().len(), 1);
 }
+
+fn execution(
+    id: &str,
+    status: agentgate::store::ExecutionStatus,
+) -> agentgate::store::ExecutionRecord {
+    agentgate::store::ExecutionRecord {
+        id: id.into(),
+        org: "acme".into(),
+        subject: "anonymous".into(),
+        agent_id: "echo".into(),
+        session_id: "s".into(),
+        status,
+        created_at: T0,
+        updated_at: T0,
+        expires_at: T0 + 600,
+        result: None,
+        error: None,
+    }
+}
+
+/// Two attempts of one job racing (the first worker stalled, its lease was
+/// reclaimed): statuses only move forward, and a completion is never undone.
+#[tokio::test]
+async fn execution_statuses_only_move_forward_under_a_racing_reclaim() {
+    use agentgate::store::ExecutionStatus::*;
+    use agentgate::store::Store;
+    let redis = RedisServer::start().await;
+    let store = agentgate::store::redis::RedisStore::new(&redis.url(), "fwd").unwrap();
+    let memory = agentgate::store::memory::MemoryStore::new(100);
+    for store in [&store as &dyn Store, &memory] {
+        store
+            .put_execution(execution("x", Pending), T0)
+            .await
+            .unwrap();
+        assert!(
+            store
+                .advance_execution(execution("x", Running), T0)
+                .await
+                .unwrap()
+        );
+        // The reclaimed attempt marks it running again: allowed.
+        assert!(
+            store
+                .advance_execution(execution("x", Running), T0)
+                .await
+                .unwrap()
+        );
+        let mut done = execution("x", Complete);
+        done.result = Some("sealed".into());
+        assert!(store.advance_execution(done, T0).await.unwrap());
+        // The stalled first attempt wakes up and reports running, then failed.
+        assert!(
+            !store
+                .advance_execution(execution("x", Running), T0)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .advance_execution(execution("x", Failed), T0)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .advance_execution(execution("x", Pending), T0)
+                .await
+                .unwrap()
+        );
+        let rec = store.get_execution("x", T0).await.unwrap().unwrap();
+        assert_eq!(
+            (rec.status, rec.result.as_deref()),
+            (Complete, Some("sealed"))
+        );
+        // An unknown record is not created by an advance.
+        assert!(
+            !store
+                .advance_execution(execution("y", Running), T0)
+                .await
+                .unwrap()
+        );
+        assert!(store.get_execution("y", T0).await.unwrap().is_none());
+    }
+}
+
+/// A worker whose lease was reclaimed by another cannot renew or ack it: the
+/// job stays with its new holder.
+#[tokio::test]
+async fn only_the_holder_of_a_lease_renews_or_acks_it() {
+    use agentgate::store::{Store, StoreError};
+    let redis = RedisServer::start().await;
+    let store = agentgate::store::redis::RedisStore::new(&redis.url(), "own").unwrap();
+    store.enqueue("job".into(), 10).await.unwrap();
+    let a = store
+        .next_job("worker-a", Duration::from_secs(2))
+        .await
+        .unwrap()
+        .expect("a job");
+    store.renew("worker-a", &a).await.unwrap();
+    // worker-a stalls; worker-b reclaims the lease (any idle time counts here).
+    let b = store
+        .reclaim("worker-b", Duration::ZERO)
+        .await
+        .unwrap()
+        .expect("reclaimed");
+    assert_eq!((b.id.as_str(), b.deliveries), (a.id.as_str(), 2));
+    assert_eq!(store.renew("worker-a", &a).await, Err(StoreError::Conflict));
+    assert_eq!(store.ack("worker-a", &a).await, Err(StoreError::Conflict));
+    store.renew("worker-b", &b).await.unwrap();
+    store.ack("worker-b", &b).await.unwrap();
+    assert!(
+        store
+            .reclaim("worker-c", Duration::ZERO)
+            .await
+            .unwrap()
+            .is_none(),
+        "acked by its holder, the job is gone"
+    );
+}
+
+/// A Redis that accepts connections and never answers: concurrent store
+/// calls share one bounded connect attempt instead of queueing behind one
+/// attempt each, and all of them answer 503.
+#[tokio::test]
+async fn a_silent_redis_costs_one_connect_attempt_not_one_per_waiting_call() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("redis://{}", listener.local_addr().unwrap());
+    let accepted = std::sync::Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            held.push(socket); // never read, never answered
+        }
+    });
+    let app = spawn_app_with(Options {
+        store: Backend::Redis {
+            url,
+            shared_prefix: None,
+        },
+        ..Default::default()
+    })
+    .await;
+    let calls = (0..6).map(|_| app.quant_send(Method::GET, "acme/ai/sessions", None));
+    for (status, body) in futures::future::join_all(calls).await {
+        assert_eq!(status, 503, "{body}");
+        assert_eq!(body["error"], "store_unavailable");
+    }
+    let attempts = accepted.load(Ordering::SeqCst);
+    assert!(
+        (1..=2).contains(&attempts),
+        "{attempts} connections for 6 concurrent calls"
+    );
+}

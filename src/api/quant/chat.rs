@@ -85,7 +85,7 @@ async fn handle(
             run_turn(cx, conversation, input),
             sse::Renderer {
                 finish: move |outcome| async move {
-                    let reply = sessions::finish(&finish_data, prepared, outcome).await?;
+                    let reply = sessions::finish(&finish_data, prepared, outcome, None).await?;
                     Ok(response_body(&reply))
                 },
                 action: |_: &crate::domain::PendingAction| serde_json::Value::Null,
