@@ -212,6 +212,8 @@ pub struct StoreSettings {
     pub kind: StoreKind,
     /// Most sessions plus execution records the memory store holds.
     pub max_entries: usize,
+    /// Most bytes of records the memory store holds (sealed states, metadata, results).
+    pub max_bytes: usize,
     /// Redis URL (`redis://` or `rediss://`, credentials in the URL); never logged.
     #[serde(skip_serializing)]
     pub url: Option<SecretString>,
@@ -224,6 +226,7 @@ impl Default for StoreSettings {
         Self {
             kind: StoreKind::Memory,
             max_entries: 100_000,
+            max_bytes: 256 * 1_048_576,
             url: None,
             prefix: "agentgate".into(),
         }
@@ -596,6 +599,12 @@ impl Settings {
         }
         if self.store.max_entries < 16 {
             return Err(invalid("store.max_entries", "must be at least 16"));
+        }
+        if self.store.max_bytes < 4 * 1_048_576 {
+            return Err(invalid(
+                "store.max_bytes",
+                "must be at least 4194304 (a few of the largest sessions)",
+            ));
         }
         let mut names = HashSet::new();
         for (i, p) in self.providers.iter().enumerate() {

@@ -82,7 +82,10 @@ impl Application {
             );
         }
         let store: Arc<dyn Store> = match settings.store.kind {
-            StoreKind::Memory => Arc::new(MemoryStore::new(settings.store.max_entries)),
+            StoreKind::Memory => Arc::new(MemoryStore::with_limits(
+                settings.store.max_entries,
+                settings.store.max_bytes,
+            )),
             StoreKind::Redis => Arc::new(
                 RedisStore::new(
                     settings

@@ -1,16 +1,26 @@
-//! The embedded store: bounded maps with TTLs, for a single replica.
+//! The embedded store: maps with TTLs for a single replica, bounded both in
+//! entries and in bytes (a session's sealed state and metadata, an
+//! execution's result, a single-use record's answer and result are counted
+//! as they are stored), so that a few huge records cannot exhaust memory.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
 use super::{Claim, ExecutionRecord, Lease, SessionFilter, SessionRecord, Store, StoreError};
 
+/// Bytes counted for a record beyond its variable-length fields.
+const RECORD_OVERHEAD: usize = 256;
+
 #[derive(Debug)]
 pub struct MemoryStore {
     max_entries: usize,
+    max_bytes: usize,
     inner: Mutex<Inner>,
     job_ready: tokio::sync::Notify,
 }
+
+/// A single-use key's answer, result and expiry.
+type Once = (String, Option<String>, i64);
 
 #[derive(Debug, Default)]
 struct Inner {
@@ -19,8 +29,45 @@ struct Inner {
     /// Waiting jobs; a taken job leaves the queue (nothing survives this process anyway).
     jobs: std::collections::VecDeque<(String, String)>,
     next_job_id: u64,
-    /// Single-use keys: (answer, result, expiry).
-    once: HashMap<String, (String, Option<String>, i64)>,
+    once: HashMap<String, Once>,
+    /// The bytes of everything held, by the `*_bytes` functions below.
+    bytes: usize,
+}
+
+fn opt(s: &Option<String>) -> usize {
+    s.as_ref().map_or(0, String::len)
+}
+
+fn session_bytes(s: &SessionRecord) -> usize {
+    RECORD_OVERHEAD
+        + s.id.len()
+        + s.org.len()
+        + s.agent_id.len()
+        + s.subject.len()
+        + opt(&s.user_id)
+        + opt(&s.session_group)
+        + s.metadata.as_ref().map_or(0, |m| m.to_string().len())
+        + s.title.len()
+        + s.model.len()
+        + s.status.len()
+        + opt(&s.sealed)
+        + s.jobs.iter().map(String::len).sum::<usize>()
+        + s.last_job.as_ref().map_or(0, |(a, b)| a.len() + b.len())
+}
+
+fn execution_bytes(e: &ExecutionRecord) -> usize {
+    RECORD_OVERHEAD
+        + e.id.len()
+        + e.org.len()
+        + e.subject.len()
+        + e.agent_id.len()
+        + e.session_id.len()
+        + opt(&e.result)
+        + e.error.as_ref().map_or(0, |(a, b)| a.len() + b.len())
+}
+
+fn once_bytes(key: &str, o: &Once) -> usize {
+    RECORD_OVERHEAD + key.len() + o.0.len() + opt(&o.1)
 }
 
 impl Inner {
@@ -28,17 +75,72 @@ impl Inner {
         self.sessions.retain(|_, s| s.expires_at > now);
         self.executions.retain(|_, e| e.expires_at > now);
         self.once.retain(|_, o| o.2 > now);
+        self.bytes = self.sessions.values().map(session_bytes).sum::<usize>()
+            + self.executions.values().map(execution_bytes).sum::<usize>()
+            + self
+                .once
+                .iter()
+                .map(|(k, o)| once_bytes(k, o))
+                .sum::<usize>();
     }
 
     fn len(&self) -> usize {
         self.sessions.len() + self.executions.len() + self.once.len()
     }
+
+    fn put_session(&mut self, rec: SessionRecord) {
+        self.bytes += session_bytes(&rec);
+        if let Some(old) = self.sessions.insert(rec.id.clone(), rec) {
+            self.bytes = self.bytes.saturating_sub(session_bytes(&old));
+        }
+    }
+
+    fn remove_session(&mut self, id: &str) -> bool {
+        match self.sessions.remove(id) {
+            Some(old) => {
+                self.bytes = self.bytes.saturating_sub(session_bytes(&old));
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn put_execution(&mut self, rec: ExecutionRecord) {
+        self.bytes += execution_bytes(&rec);
+        if let Some(old) = self.executions.insert(rec.id.clone(), rec) {
+            self.bytes = self.bytes.saturating_sub(execution_bytes(&old));
+        }
+    }
+
+    fn remove_execution(&mut self, id: &str) {
+        if let Some(old) = self.executions.remove(id) {
+            self.bytes = self.bytes.saturating_sub(execution_bytes(&old));
+        }
+    }
+
+    fn put_once(&mut self, key: String, o: Once) {
+        self.bytes += once_bytes(&key, &o);
+        if let Some(old) = self.once.insert(key.clone(), o) {
+            self.bytes = self.bytes.saturating_sub(once_bytes(&key, &old));
+        }
+    }
+
+    fn remove_once(&mut self, key: &str) {
+        if let Some(old) = self.once.remove(key) {
+            self.bytes = self.bytes.saturating_sub(once_bytes(key, &old));
+        }
+    }
 }
 
 impl MemoryStore {
     pub fn new(max_entries: usize) -> Self {
+        Self::with_limits(max_entries, usize::MAX)
+    }
+
+    pub fn with_limits(max_entries: usize, max_bytes: usize) -> Self {
         Self {
             max_entries,
+            max_bytes,
             inner: Mutex::new(Inner::default()),
             job_ready: tokio::sync::Notify::new(),
         }
@@ -50,12 +152,17 @@ impl MemoryStore {
             .map_err(|_| StoreError::Unavailable("memory store lock poisoned".into()))
     }
 
-    /// Make room for one more entry, purging expired ones when full.
-    fn room(&self, inner: &mut Inner, now: i64) -> Result<(), StoreError> {
-        if inner.len() >= self.max_entries {
+    /// Make room for `new` more entries and `grow` more bytes, purging expired
+    /// records when full.
+    fn room(&self, inner: &mut Inner, new: usize, grow: usize, now: i64) -> Result<(), StoreError> {
+        let fits = |inner: &Inner| {
+            inner.len() + new <= self.max_entries
+                && inner.bytes.saturating_add(grow) <= self.max_bytes
+        };
+        if !fits(inner) {
             inner.purge(now);
         }
-        if inner.len() >= self.max_entries {
+        if !fits(inner) {
             return Err(StoreError::Full);
         }
         Ok(())
@@ -73,8 +180,9 @@ impl Store for MemoryStore {
         {
             return Err(StoreError::Exists);
         }
-        self.room(&mut inner, now)?;
-        inner.sessions.insert(rec.id.clone(), rec);
+        self.room(&mut inner, 1, session_bytes(&rec), now)?;
+        inner.remove_session(&rec.id);
+        inner.put_session(rec);
         Ok(())
     }
 
@@ -94,18 +202,24 @@ impl Store for MemoryStore {
         now: i64,
     ) -> Result<(), StoreError> {
         let mut inner = self.lock()?;
-        match inner.sessions.get(&rec.id) {
+        let old = match inner.sessions.get(&rec.id) {
             Some(current) if current.version == expected && current.expires_at > now => {
-                rec.version = expected + 1;
-                inner.sessions.insert(rec.id.clone(), rec);
-                Ok(())
+                session_bytes(current)
             }
-            _ => Err(StoreError::Conflict),
+            _ => return Err(StoreError::Conflict),
+        };
+        self.room(&mut inner, 0, session_bytes(&rec).saturating_sub(old), now)?;
+        // A purge may have removed it (it was live: it cannot have expired).
+        if !inner.sessions.contains_key(&rec.id) {
+            return Err(StoreError::Conflict);
         }
+        rec.version = expected + 1;
+        inner.put_session(rec);
+        Ok(())
     }
 
     async fn delete_session(&self, id: &str) -> Result<bool, StoreError> {
-        Ok(self.lock()?.sessions.remove(id).is_some())
+        Ok(self.lock()?.remove_session(id))
     }
 
     async fn list_sessions(
@@ -117,18 +231,7 @@ impl Store for MemoryStore {
         let mut found: Vec<&SessionRecord> = inner
             .sessions
             .values()
-            .filter(|s| {
-                s.expires_at > now
-                    && s.org == f.org
-                    && s.subject == f.subject
-                    && f.user_id
-                        .as_ref()
-                        .is_none_or(|u| s.user_id.as_ref() == Some(u))
-                    && f.session_group
-                        .as_ref()
-                        .is_none_or(|g| s.session_group.as_ref() == Some(g))
-                    && f.model.as_ref().is_none_or(|m| &s.model == m)
-            })
+            .filter(|s| f.matches(s, now))
             .collect();
         found.sort_by(|a, b| {
             b.created_at
@@ -145,22 +248,36 @@ impl Store for MemoryStore {
 
     async fn put_execution(&self, rec: ExecutionRecord, now: i64) -> Result<(), StoreError> {
         let mut inner = self.lock()?;
-        if !inner.executions.contains_key(&rec.id) {
-            self.room(&mut inner, now)?;
-        }
-        inner.executions.insert(rec.id.clone(), rec);
+        let (new, old) = match inner.executions.get(&rec.id) {
+            Some(old) => (0, execution_bytes(old)),
+            None => (1, 0),
+        };
+        self.room(
+            &mut inner,
+            new,
+            execution_bytes(&rec).saturating_sub(old),
+            now,
+        )?;
+        inner.put_execution(rec);
         Ok(())
     }
 
     async fn advance_execution(&self, rec: ExecutionRecord, now: i64) -> Result<bool, StoreError> {
         let mut inner = self.lock()?;
-        match inner.executions.get_mut(&rec.id) {
+        let old = match inner.executions.get(&rec.id) {
             Some(current) if current.expires_at > now && current.status.may_become(rec.status) => {
-                *current = rec;
-                Ok(true)
+                execution_bytes(current)
             }
-            _ => Ok(false),
-        }
+            _ => return Ok(false),
+        };
+        self.room(
+            &mut inner,
+            0,
+            execution_bytes(&rec).saturating_sub(old),
+            now,
+        )?;
+        inner.put_execution(rec);
+        Ok(true)
     }
 
     async fn get_execution(
@@ -177,7 +294,7 @@ impl Store for MemoryStore {
     }
 
     async fn delete_execution(&self, id: &str) -> Result<(), StoreError> {
-        self.lock()?.executions.remove(id);
+        self.lock()?.remove_execution(id);
         Ok(())
     }
 
@@ -245,11 +362,10 @@ impl Store for MemoryStore {
             Some((a, result, _)) if a == answer => Ok(Claim::Repeat(result.clone())),
             Some(_) => Ok(Claim::Conflict),
             None => {
-                self.room(&mut inner, now)?;
-                inner.once.insert(
-                    key.to_owned(),
-                    (answer.to_owned(), None, now + ttl_secs as i64),
-                );
+                let once = (answer.to_owned(), None, now + ttl_secs as i64);
+                self.room(&mut inner, 1, once_bytes(key, &once), now)?;
+                inner.remove_once(key);
+                inner.put_once(key.to_owned(), once);
                 Ok(Claim::New)
             }
         }
@@ -260,16 +376,20 @@ impl Store for MemoryStore {
         key: &str,
         result: String,
         _ttl_secs: u64,
-        _now: i64,
+        now: i64,
     ) -> Result<(), StoreError> {
-        if let Some(o) = self.lock()?.once.get_mut(key) {
-            o.1 = Some(result);
-        }
+        let mut inner = self.lock()?;
+        let Some(mut once) = inner.once.get(key).cloned() else {
+            return Ok(());
+        };
+        self.room(&mut inner, 0, result.len(), now)?;
+        once.1 = Some(result);
+        inner.put_once(key.to_owned(), once);
         Ok(())
     }
 
     async fn release_once(&self, key: &str) -> Result<(), StoreError> {
-        self.lock()?.once.remove(key);
+        self.lock()?.remove_once(key);
         Ok(())
     }
 
@@ -304,6 +424,35 @@ mod tests {
             last_job: None,
             version: 0,
         }
+    }
+
+    #[tokio::test]
+    async fn the_store_counts_bytes_not_only_entries() {
+        let store = MemoryStore::with_limits(1000, 64 * 1024);
+        let big = |id: &str| {
+            let mut s = session(id, 0, 100);
+            s.metadata = Some(serde_json::json!({"blob": "x".repeat(20_000)}));
+            s
+        };
+        for id in ["a", "b", "c"] {
+            store.create_session(big(id), 1).await.unwrap();
+        }
+        assert_eq!(
+            store.create_session(big("d"), 1).await,
+            Err(StoreError::Full),
+            "three 20 KB sessions fill 64 KiB long before 1000 entries"
+        );
+        assert!(store.delete_session("a").await.unwrap());
+        store.create_session(big("d"), 1).await.unwrap();
+        // Growing a record past the bound is refused as well.
+        let mut grown = big("b");
+        grown.metadata = Some(serde_json::json!({"blob": "x".repeat(40_000)}));
+        assert_eq!(
+            store.replace_session(grown, 0, 1).await,
+            Err(StoreError::Full)
+        );
+        // Expired records make room.
+        store.create_session(big("e"), 200).await.unwrap();
     }
 
     #[tokio::test]

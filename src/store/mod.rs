@@ -71,6 +71,25 @@ pub struct SessionFilter {
     pub offset: usize,
 }
 
+impl SessionFilter {
+    /// Whether `s` is live at `now` and passes every filter: the one session
+    /// filter both stores apply.
+    pub fn matches(&self, s: &SessionRecord, now: i64) -> bool {
+        s.expires_at > now
+            && s.org == self.org
+            && s.subject == self.subject
+            && self
+                .user_id
+                .as_ref()
+                .is_none_or(|u| s.user_id.as_ref() == Some(u))
+            && self
+                .session_group
+                .as_ref()
+                .is_none_or(|g| s.session_group.as_ref() == Some(g))
+            && self.model.as_ref().is_none_or(|m| &s.model == m)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ExecutionStatus {

@@ -1,10 +1,13 @@
 //! The Redis store, for several replicas sharing sessions and execution records.
 //!
 //! Layout under the configured prefix `P`:
-//! * `P:s:<id>`: a hash `{v: version, d: session JSON}`, expiring with the session;
-//!   replaced only by a Lua compare-and-set on `v`.
+//! * `P:s:<id>`: a hash `{v: version, d: session metadata JSON, st: sealed
+//!   state, lj: last committed job}`, expiring with the session; replaced only
+//!   by a Lua compare-and-set on `v`. Listing reads `v` and `d` only, never
+//!   the sealed states.
 //! * `P:i:<org>\0<subject>`: a sorted set of the principal's session ids by creation
-//!   time, for listing (stale members are removed lazily).
+//!   time, for listing, read newest first in pages of 100 until the page asked
+//!   for is full (stale members are removed lazily).
 //! * `P:e:<id>`: an execution record's JSON, expiring with the record.
 //! * `P:jobs`: a stream of queued async jobs read by the consumer group `workers`;
 //!   a delivered job stays pending (leased) until acked, its lease is renewed by
@@ -27,9 +30,18 @@ const OP_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a principal's session index lives after its last write.
 const INDEX_TTL_MS: i64 = 8 * 86_400 * 1000;
 
+/// Set the optional fields `st` (ARGV[6]) and `lj` (ARGV[7]): an empty value deletes one.
+const OPTIONAL: &str = r"
+local function set_optional(key, st, lj)
+  if st == '' then redis.call('HDEL', key, 'st') else redis.call('HSET', key, 'st', st) end
+  if lj == '' then redis.call('HDEL', key, 'lj') else redis.call('HSET', key, 'lj', lj) end
+end
+";
+
 const CREATE: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'v', 0, 'd', ARGV[1])
+set_optional(KEYS[1], ARGV[6], ARGV[7])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
 redis.call('PEXPIRE', KEYS[2], ARGV[5])
@@ -40,9 +52,13 @@ const REPLACE: &str = r"
 local v = redis.call('HGET', KEYS[1], 'v')
 if (not v) or tonumber(v) ~= tonumber(ARGV[1]) then return 0 end
 redis.call('HSET', KEYS[1], 'v', tonumber(ARGV[1]) + 1, 'd', ARGV[2])
+set_optional(KEYS[1], ARGV[6], ARGV[7])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 1
 ";
+
+/// Most index entries one listing reads (newest first).
+const MAX_LIST_SCAN: isize = 20_000;
 
 /// Creating the consumer group is idempotent (`BUSYGROUP` is ignored).
 const ENSURE_GROUP: &str = "redis.pcall('XGROUP', 'CREATE', KEYS[1], ARGV[1], '0', 'MKSTREAM')\n";
@@ -301,30 +317,67 @@ impl RedisStore {
         rec.version = v;
         Ok(Some(rec))
     }
+
+    /// A whole record from its fields (records written before the state had
+    /// its own field keep it inside `d`).
+    fn decode_full(
+        v: Option<u64>,
+        d: Option<String>,
+        st: Option<String>,
+        lj: Option<String>,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        let Some(mut rec) = Self::decode(v, d)? else {
+            return Ok(None);
+        };
+        if st.is_some() {
+            rec.sealed = st;
+        }
+        if let Some(lj) = lj {
+            rec.last_job = Some(
+                serde_json::from_str(&lj)
+                    .map_err(|e| unavailable(format!("corrupt session record: {e}")))?,
+            );
+        }
+        Ok(Some(rec))
+    }
 }
 
 fn encode<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
     serde_json::to_string(v).map_err(|e| unavailable(format!("encoding: {e}")))
 }
 
+/// A session's fields: its metadata JSON (without the sealed state and the
+/// last job's result), the state and the last job ('' when absent).
+fn encode_session(mut rec: SessionRecord) -> Result<(String, String, String), StoreError> {
+    let st = rec.sealed.take().unwrap_or_default();
+    let lj = match rec.last_job.take() {
+        Some(j) => encode(&j)?,
+        None => String::new(),
+    };
+    Ok((encode(&rec)?, st, lj))
+}
+
 #[async_trait::async_trait]
 impl Store for RedisStore {
     async fn create_session(&self, rec: SessionRecord, now: i64) -> Result<(), StoreError> {
-        let data = encode(&rec)?;
         let (key, index) = (
             self.session_key(&rec.id),
             self.index_key(&rec.org, &rec.subject),
         );
+        let (ttl, created_at, id) = (ttl_ms(rec.expires_at, now), rec.created_at, rec.id.clone());
+        let (data, st, lj) = encode_session(rec)?;
         let created: i64 = self
             .run(|mut c| async move {
-                Script::new(CREATE)
+                Script::new(&format!("{OPTIONAL}{CREATE}"))
                     .key(key)
                     .key(index)
                     .arg(data)
-                    .arg(ttl_ms(rec.expires_at, now))
-                    .arg(rec.created_at)
-                    .arg(&rec.id)
+                    .arg(ttl)
+                    .arg(created_at)
+                    .arg(id)
                     .arg(INDEX_TTL_MS)
+                    .arg(st)
+                    .arg(lj)
                     .invoke_async(&mut c)
                     .await
             })
@@ -338,17 +391,20 @@ impl Store for RedisStore {
 
     async fn get_session(&self, id: &str, now: i64) -> Result<Option<SessionRecord>, StoreError> {
         let key = self.session_key(id);
-        let (v, d): (Option<u64>, Option<String>) = self
+        type Fields = (Option<u64>, Option<String>, Option<String>, Option<String>);
+        let (v, d, st, lj): Fields = self
             .run(|mut c| async move {
                 redis::cmd("HMGET")
                     .arg(key)
                     .arg("v")
                     .arg("d")
+                    .arg("st")
+                    .arg("lj")
                     .query_async(&mut c)
                     .await
             })
             .await?;
-        Ok(Self::decode(v, d)?.filter(|s| s.expires_at > now))
+        Ok(Self::decode_full(v, d, st, lj)?.filter(|s| s.expires_at > now))
     }
 
     async fn replace_session(
@@ -357,16 +413,20 @@ impl Store for RedisStore {
         expected: u64,
         now: i64,
     ) -> Result<(), StoreError> {
-        let data = encode(&rec)?;
         let key = self.session_key(&rec.id);
         let ttl = ttl_ms(rec.expires_at, now);
+        let (data, st, lj) = encode_session(rec)?;
         let replaced: i64 = self
             .run(|mut c| async move {
-                Script::new(REPLACE)
+                Script::new(&format!("{OPTIONAL}{REPLACE}"))
                     .key(key)
                     .arg(expected)
                     .arg(data)
                     .arg(ttl)
+                    .arg("")
+                    .arg("")
+                    .arg(st)
+                    .arg(lj)
                     .invoke_async(&mut c)
                     .await
             })
@@ -403,14 +463,20 @@ impl Store for RedisStore {
         now: i64,
     ) -> Result<Vec<SessionRecord>, StoreError> {
         let index = self.index_key(&f.org, &f.subject);
-        let idx = index.clone();
-        let ids: Vec<String> = self
-            .run(|mut c| async move { c.zrevrange(idx, 0, -1).await })
-            .await?;
         let mut found = Vec::new();
         let mut stale = Vec::new();
-        for chunk in ids.chunks(100) {
-            let keys: Vec<String> = chunk.iter().map(|id| self.session_key(id)).collect();
+        let mut matched = 0usize;
+        let mut start: isize = 0;
+        'pages: while start < MAX_LIST_SCAN {
+            let (idx, stop) = (index.clone(), start + 99);
+            let ids: Vec<String> = self
+                .run(|mut c| async move { c.zrevrange(idx, start, stop).await })
+                .await?;
+            if ids.is_empty() {
+                break;
+            }
+            start += ids.len() as isize;
+            let keys: Vec<String> = ids.iter().map(|id| self.session_key(id)).collect();
             let rows: Vec<(Option<u64>, Option<String>)> = self
                 .run(|mut c| async move {
                     let mut pipe = redis::pipe();
@@ -420,24 +486,19 @@ impl Store for RedisStore {
                     pipe.query_async(&mut c).await
                 })
                 .await?;
-            for (id, (v, d)) in chunk.iter().zip(rows) {
+            for (id, (v, d)) in ids.iter().zip(rows) {
                 match Self::decode(v, d)? {
                     None => stale.push(id.clone()),
-                    Some(s) => {
-                        let keep = s.expires_at > now
-                            && s.org == f.org
-                            && s.subject == f.subject
-                            && f.user_id
-                                .as_ref()
-                                .is_none_or(|u| s.user_id.as_ref() == Some(u))
-                            && f.session_group
-                                .as_ref()
-                                .is_none_or(|g| s.session_group.as_ref() == Some(g))
-                            && f.model.as_ref().is_none_or(|m| &s.model == m);
-                        if keep {
+                    Some(s) if f.matches(&s, now) => {
+                        matched += 1;
+                        if matched > f.offset {
                             found.push(s);
+                            if found.len() == f.limit {
+                                break 'pages;
+                            }
                         }
                     }
+                    Some(_) => {}
                 }
             }
         }
@@ -449,12 +510,7 @@ impl Store for RedisStore {
                 })
                 .await;
         }
-        found.sort_by(|a, b| {
-            b.created_at
-                .cmp(&a.created_at)
-                .then_with(|| b.id.cmp(&a.id))
-        });
-        Ok(found.into_iter().skip(f.offset).take(f.limit).collect())
+        Ok(found)
     }
 
     async fn put_execution(&self, rec: ExecutionRecord, now: i64) -> Result<(), StoreError> {

@@ -268,3 +268,39 @@ async fn a_stored_state_that_does_not_open_is_a_500_not_a_cursor_error() {
     assert_eq!(status, 500, "{body}");
     assert_eq!(body["error"], "internal_error", "{body}");
 }
+
+#[tokio::test]
+async fn session_metadata_groups_and_offsets_are_bounded() {
+    let app = spawn_app().await;
+    let big = json!({"userId": "u1", "metadata": {"blob": "x".repeat(17 * 1024)}});
+    let (status, v) = app.quant_post("acme/ai/sessions", &big).await;
+    assert_eq!(status, 400, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("metadata"), "{v}");
+    let (status, v) = app
+        .quant_post(
+            "acme/ai/sessions",
+            &json!({"userId": "u1", "sessionGroup": "g".repeat(129)}),
+        )
+        .await;
+    assert_eq!(status, 400, "{v}");
+    let (status, created) = app
+        .quant_post(
+            "acme/ai/sessions",
+            &json!({"userId": "u1", "metadata": {"team": "blue"}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["sessionId"].as_str().unwrap();
+    let (status, v) = app
+        .quant_send(
+            reqwest::Method::PUT,
+            &format!("acme/ai/sessions/{id}"),
+            Some(&big),
+        )
+        .await;
+    assert_eq!(status, 400, "{v}");
+    let (status, _) = app
+        .quant_send(reqwest::Method::GET, "acme/ai/sessions?offset=20000", None)
+        .await;
+    assert_eq!(status, 400);
+}

@@ -371,3 +371,105 @@ async fn a_silent_redis_costs_one_connect_attempt_not_one_per_waiting_call() {
         "{attempts} connections for 6 concurrent calls"
     );
 }
+
+/// Session metadata is kept apart from the sealed state, so that listing
+/// never reads states; records written before the split still load.
+#[tokio::test]
+async fn sessions_keep_their_sealed_state_apart_from_their_metadata() {
+    let redis = RedisServer::start().await;
+    let app = spawn_app_with(shared(&redis, "split")).await;
+    let (status, one) = app
+        .quant_post(
+            "acme/ai/agents/echo/chat",
+            &json!({"message": "hello", "userId": "u1"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{one}");
+    let sid = one["sessionId"].as_str().unwrap().to_owned();
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let key = format!("split:s:{sid}");
+    let (d, st): (String, String) = redis::cmd("HMGET")
+        .arg(&key)
+        .arg("d")
+        .arg("st")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert!(st.starts_with("cv1."), "the state is its own field");
+    assert!(!d.contains("cv1."), "the metadata holds no state: {d}");
+
+    // A record of the earlier layout (state inside `d`) still loads.
+    let mut legacy: Value = serde_json::from_str(&d).unwrap();
+    legacy["sealed"] = json!(st);
+    let _: () = redis::cmd("HSET")
+        .arg(&key)
+        .arg("d")
+        .arg(legacy.to_string())
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("HDEL")
+        .arg(&key)
+        .arg("st")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let rec = app
+        .state
+        .store
+        .get_session(&sid, T0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rec.sealed.as_deref(), Some(st.as_str()));
+    let (status, two) = app
+        .quant_post(
+            "acme/ai/agents/echo/chat",
+            &json!({"message": "again", "userId": "u1", "sessionId": sid}),
+        )
+        .await;
+    assert_eq!(status, 200, "{two}");
+    assert_eq!(two["response"]["text"], "You said: again [3 messages seen]");
+}
+
+#[tokio::test]
+async fn listing_pages_through_the_index_newest_first() {
+    let redis = RedisServer::start().await;
+    let app = spawn_app_with(shared(&redis, "pages")).await;
+    let mut ids = Vec::new();
+    for i in 0..230 {
+        app.clock.advance(1);
+        let (status, v) = app
+            .quant_post(
+                "acme/ai/sessions",
+                &json!({"userId": if i % 2 == 0 { "even" } else { "odd" }}),
+            )
+            .await;
+        assert_eq!(status, 201, "{v}");
+        ids.push(v["sessionId"].as_str().unwrap().to_owned());
+    }
+    let (_, page) = app
+        .quant_send(
+            Method::GET,
+            "acme/ai/sessions?userId=even&limit=100&offset=10",
+            None,
+        )
+        .await;
+    let got: Vec<&str> = page
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    let want: Vec<&str> = ids
+        .iter()
+        .rev()
+        .enumerate()
+        .filter(|(i, _)| i % 2 == 1) // newest is odd (i = 229)
+        .map(|(_, id)| id.as_str())
+        .skip(10)
+        .take(100)
+        .collect();
+    assert_eq!(got, want);
+}

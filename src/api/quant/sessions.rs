@@ -5,8 +5,9 @@ use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::error::QuantError;
 use super::wire::{
-    CreateSession, Created, Detail, ExtendSession, Extended, ListQuery, Listed, TranscriptMessage,
-    UpdateSession, Updated, check_user_id, timestamp,
+    CreateSession, Created, Detail, ExtendSession, Extended, ListQuery, Listed, MAX_OFFSET,
+    TranscriptMessage, UpdateSession, Updated, check_group, check_metadata, check_user_id,
+    timestamp,
 };
 use crate::api::{AppState, body};
 use crate::auth;
@@ -95,6 +96,8 @@ pub async fn create(
             .user_id
             .ok_or_else(|| ApiError::invalid("userId is required"))?;
         check_user_id(Some(&user_id))?;
+        check_group(body.session_group.as_deref())?;
+        check_metadata(body.metadata.as_ref())?;
         let minutes = minutes(body.expiration_minutes, 60, 5, "expirationMinutes")?;
         let now = app.clock.now();
         let mut rec = sessions::new_record(&app, &scope, Some(user_id), now);
@@ -154,6 +157,13 @@ pub async fn list(
             return Err(ApiError::invalid(format!("limit must be 1 to {MAX_LIST}")));
         }
         let offset = parse_usize(q.offset.as_deref(), 0, "offset")?;
+        if offset > MAX_OFFSET {
+            return Err(ApiError::invalid(format!(
+                "offset must be 0 to {MAX_OFFSET}"
+            )));
+        }
+        check_user_id(q.user_id.as_deref())?;
+        check_group(q.session_group.as_deref())?;
         let filter = SessionFilter {
             org: scope.org,
             subject: scope.subject,
@@ -237,6 +247,7 @@ pub async fn update(
                 .map_err(|_| ApiError::invalid("tokensUsed must not be negative"))?;
             rec.total_tokens = rec.total_tokens.saturating_add(tokens);
         }
+        check_metadata(body.metadata.as_ref())?;
         if let Some(metadata) = body.metadata {
             rec.metadata = Some(serde_json::Value::Object(metadata));
         }

@@ -22,6 +22,38 @@ pub fn check_user_id(user_id: Option<&str>) -> Result<(), ApiError> {
     }
 }
 
+/// Largest session `metadata`, as compact JSON.
+pub const MAX_METADATA_BYTES: usize = 16 * 1024;
+/// Longest `sessionGroup`.
+pub const MAX_GROUP_BYTES: usize = 128;
+/// Largest `offset` when listing sessions.
+pub const MAX_OFFSET: usize = 10_000;
+
+/// Session metadata is stored in plaintext beside each session: bounded.
+pub fn check_metadata(
+    metadata: Option<&serde_json::Map<String, serde_json::Value>>,
+) -> Result<(), ApiError> {
+    let Some(m) = metadata else { return Ok(()) };
+    let size = serde_json::to_vec(m).map_or(usize::MAX, |v| v.len());
+    if size > MAX_METADATA_BYTES {
+        return Err(ApiError::invalid(format!(
+            "metadata must be at most {MAX_METADATA_BYTES} bytes of JSON, got {size}"
+        )));
+    }
+    Ok(())
+}
+
+pub fn check_group(group: Option<&str>) -> Result<(), ApiError> {
+    match group {
+        Some(g) if g.is_empty() || g.len() > MAX_GROUP_BYTES || g.contains('\0') => {
+            Err(ApiError::invalid(format!(
+                "sessionGroup must be 1 to {MAX_GROUP_BYTES} bytes without NUL"
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ChatRequest {
