@@ -3,7 +3,8 @@
 //! `tool_result` `{id, name, ok}`, `action` (a Cognite action call), `usage`
 //! `{inputTokens, outputTokens}`, then exactly one of `done` (the body the
 //! non-streaming call would return) or `error` (the API's error body). Every
-//! event has an `id:`; a keep-alive comment is sent every 15 s of silence;
+//! event has an `id:`; a keep-alive comment follows the first event, then
+//! comes every 15 s on a fixed clock (events do not reset it);
 //! each event is flushed as it is produced, never compressed. If the client
 //! disconnects, the stream (and with it the upstream call) is dropped and
 //! nothing is written.

@@ -1,4 +1,4 @@
-//! The claims inside a cursor (CURSOR.md §3.4, docs/cursor-claims.md).
+//! The claims inside a cursor (docs/cursor-format.md "Plaintext", docs/cursor-claims.md).
 //!
 //! Sealing serialises borrowed state (no clone of the history); opening
 //! deserialises straight into typed structs (never a `serde_json::Value` tree).

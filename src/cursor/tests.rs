@@ -1,4 +1,6 @@
-//! The cv1 known-answer vector and the negative and security cases of CURSOR.md §6.2.
+//! The cv1 known-answer vector and the negative and security cases listed in
+//! docs/cursor-format.md ("Known-answer test vector", "Negative and security tests");
+//! the numbers below are that list's.
 
 use std::sync::atomic::Ordering;
 
@@ -77,7 +79,7 @@ fn with_payload(token: &str, f: impl FnOnce(&mut Vec<u8>)) -> String {
     format!("{head}.{}", URL_SAFE_NO_PAD.encode(payload))
 }
 
-// ---- §6.1 known answer ----
+// ---- known answer ----
 
 #[test]
 fn known_answer_vector_is_reproduced_byte_for_byte() {
@@ -166,7 +168,7 @@ fn sealing_is_never_deterministic_and_lengths_are_padded() {
 
 #[test]
 fn states_in_the_same_bucket_give_equal_lengths() {
-    // §6.2.21: guards against anyone adding compression.
+    // case 21: guards against anyone adding compression.
     let c = codec(kat_keyring());
     let with_text = |n: usize| {
         let mut st = sample_state(KAT_NOW);
@@ -205,7 +207,7 @@ fn states_in_the_same_bucket_give_equal_lengths() {
     assert!(t.len() > 5000 * 4 / 3, "repetitive text is not compressed");
 }
 
-// ---- §6.2 1–6: tokens and encoding ----
+// ---- case  1–6: tokens and encoding ----
 
 #[test]
 fn malformed_tokens_are_invalid() {
@@ -332,7 +334,7 @@ fn oversize_tokens_are_refused_before_decoding() {
     );
 }
 
-// ---- §6.2 7–10: integrity ----
+// ---- case  7–10: integrity ----
 
 #[test]
 fn a_bit_flip_at_any_payload_position_is_rejected() {
@@ -431,7 +433,7 @@ fn tampered_expiry_is_never_accepted() {
     assert_eq!(kat_open(&expired).err(), Some(CursorError::Expired));
 }
 
-// ---- §6.2 11: binding ----
+// ---- case  11: binding ----
 
 #[test]
 fn a_cursor_is_bound_to_project_agent_and_subject() {
@@ -462,7 +464,7 @@ fn a_cursor_is_bound_to_project_agent_and_subject() {
     }
 }
 
-// ---- §6.2 13: time ----
+// ---- case  13: time ----
 
 #[test]
 fn expiry_allows_sixty_seconds_of_skew_and_no_more() {
@@ -533,7 +535,7 @@ fn conversations_older_than_the_maximum_age_are_expired() {
     );
 }
 
-// ---- §6.2 15–17: keys and rotation ----
+// ---- case  15–17: keys and rotation ----
 
 #[test]
 fn rotation_add_promote_remove() {
@@ -698,7 +700,7 @@ fn key_types_never_print_key_bytes() {
     assert!(!err.to_string().contains(&STANDARD.encode([0u8; 32])));
 }
 
-// ---- §6.2 18–19: plaintext and claims ----
+// ---- case  18–19: plaintext and claims ----
 
 #[test]
 fn validly_sealed_bad_claims_are_rejected() {

@@ -271,7 +271,7 @@ fn ask(text: &str) -> TurnInput {
 }
 
 #[tokio::test]
-async fn tool_calls_run_in_parallel_and_their_results_go_back_to_the_model() {
+async fn tool_call_results_go_back_to_the_model_in_order() {
     let model = ToolModel {
         script: vec![vec![
             ("calculator", r#"{"expression":"6*7"}"#),
@@ -320,6 +320,70 @@ async fn tool_calls_run_in_parallel_and_their_results_go_back_to_the_model() {
     assert_eq!(outcome.tool_runs.len(), 2);
     // user, assistant(calls), 2 results, assistant(answer)
     assert_eq!(outcome.state.history.len(), 5);
+}
+
+/// A tool whose calls all wait for each other: it answers only once
+/// `parties` calls are in flight at the same time.
+#[derive(Debug)]
+struct Rendezvous {
+    spec: crate::tools::ToolSpec,
+    barrier: tokio::sync::Barrier,
+}
+
+#[async_trait::async_trait]
+impl crate::tools::Tool for Rendezvous {
+    fn spec(&self) -> &crate::tools::ToolSpec {
+        &self.spec
+    }
+    async fn call(
+        &self,
+        _args: serde_json::Value,
+        _ctx: &crate::tools::ToolContext,
+    ) -> Result<String, crate::tools::ToolError> {
+        self.barrier.wait().await;
+        Ok("met".into())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_calls_of_one_step_run_concurrently() {
+    // Run one after the other, the first call would wait out its timeout
+    // (paused time makes that instant) and fail.
+    let meet = Rendezvous {
+        spec: crate::tools::ToolSpec {
+            name: "meet".into(),
+            description: "waits for the other calls".into(),
+            parameters: serde_json::json!({"type": "object"}),
+            tool_type: "builtin",
+            timeout: Duration::from_secs(30),
+            expose: crate::tools::Expose::Full,
+            confirm: false,
+        },
+        barrier: tokio::sync::Barrier::new(3),
+    };
+    let model = ToolModel {
+        script: vec![vec![("meet", "{}"), ("meet", "{}"), ("meet", "{}")]],
+        endless: false,
+    };
+    let mut context = cx(
+        agent_with(serde_json::json!({
+            "id": "t", "provider": "p", "model": "m", "tools": ["meet"], "max_steps": 4
+        })),
+        Arc::new(model),
+    );
+    context.tools = Arc::new(
+        ToolRegistry::new(&[], &|_| None)
+            .unwrap()
+            .with_tool(Arc::new(meet)),
+    );
+    let events: Vec<RunEvent> = run_turn(context, ConversationState::new(0, "c"), ask("meet"))
+        .collect()
+        .await;
+    let RunEvent::Done(outcome) = events.last().unwrap() else {
+        panic!("{events:?}")
+    };
+    assert_eq!(outcome.reply, "met | met | met", "{events:?}");
+    assert!(outcome.tool_runs.iter().all(|r| !r.is_error));
 }
 
 #[tokio::test]

@@ -184,6 +184,15 @@ impl ToolRegistry {
         Ok(Self { tools: map, mcp })
     }
 
+    /// The registry with one more tool (tests register instrumented tools).
+    #[cfg(test)]
+    pub(crate) fn with_tool(mut self, tool: Arc<dyn Tool>) -> Self {
+        let name = tool.spec().name.clone();
+        let entry = Entry::new(tool).unwrap_or_else(|e| panic!("test tool {name}: {e}"));
+        self.tools.insert(name, Arc::new(entry));
+        self
+    }
+
     /// Start discovering every MCP server's tools in the background (and keep
     /// them current). Without it, MCP tools are discovered on first use.
     pub fn start_discovery(&self) {

@@ -156,18 +156,12 @@ async fn a_slow_tool_hits_its_timeout() {
     let server = McpServer::start().await;
     let (app, _upstream) =
         app_calling(&server, vec![("kb__slow", r#"{"ms": 10000}"#.into())], "").await;
-    // A first turn discovers the tools; then only the call is timed.
-    let start = Instant::now();
+    // The tool would answer after 10 s; the message says the 2 s timeout fired.
     let (status, body) = app.say("p", "tooly", "wait", None).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         text_of(&body),
         "tools said: the tool did not answer within 2000 ms"
-    );
-    assert!(
-        start.elapsed() < Duration::from_secs(8),
-        "{:?}",
-        start.elapsed()
     );
 }
 
@@ -324,14 +318,12 @@ tools = ["kb"]
         ..Default::default()
     })
     .await;
-    let start = Instant::now();
-    let (status, body) = app.say("p", "tooly", "add", None).await;
+    // Bounded by the 1 s timeout; the generous bound here only catches a hang.
+    let (status, body) =
+        tokio::time::timeout(Duration::from_secs(30), app.say("p", "tooly", "add", None))
+            .await
+            .expect("the turn does not hang on an unreachable server");
     assert_eq!(status, 200, "{body}");
     assert!(text_of(&body).contains("unknown tool"), "{body}");
-    assert!(
-        start.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        start.elapsed()
-    );
     assert!(offered(&received_bodies(&upstream).await[0]).is_empty());
 }

@@ -1,7 +1,5 @@
 //! Quant chat: sync turns on sessions, `system`, identity, expiry, conflicts, errors.
 
-use std::time::Duration;
-
 use agentgate::cursor::CursorContext;
 use serde_json::{Value, json};
 use wiremock::matchers::{method, path};
@@ -239,19 +237,19 @@ pub async fn sessions_expire_after_inactivity_and_slide_on_each_turn(backend: Ba
 }
 
 pub async fn two_concurrent_turns_on_one_session_never_lose_a_message(backend: Backend) {
-    let upstream = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/v1/chat/completions"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(completion("slow"))
-                .set_delay(Duration::from_millis(400)),
-        )
-        .mount(&upstream)
-        .await;
+    use crate::hostile::{RawUpstream, Script, http};
+    // The model answers only when released: both turns are in flight (both
+    // read the session) before either finishes.
+    let release = std::sync::Arc::new(tokio::sync::Semaphore::new(1));
+    let body = completion("slow").to_string();
+    let upstream = RawUpstream::start(Script::Held(
+        http("200 OK", &[("content-type", "application/json")], &body),
+        release.clone(),
+    ))
+    .await;
     let app = spawn_app_with(Options {
         store: backend.clone(),
-        upstream: Some(format!("{}/v1", upstream.uri())),
+        upstream: Some(upstream.base.clone()),
         ..Default::default()
     })
     .await;
@@ -265,7 +263,11 @@ pub async fn two_concurrent_turns_on_one_session_never_lose_a_message(backend: B
     );
     let a = app.quant_post("acme/ai/agents/gpt/chat", &left);
     let b = app.quant_post("acme/ai/agents/gpt/chat", &right);
-    let ((sa, _), (sb, eb)) = tokio::join!(a, b);
+    let both_waiting = async {
+        upstream.wait_hits(3).await;
+        release.add_permits(2);
+    };
+    let ((sa, _), (sb, eb), ()) = tokio::join!(a, b, both_waiting);
     let mut statuses = [sa, sb];
     statuses.sort();
     assert_eq!(statuses, [200, 409], "{eb}");

@@ -59,15 +59,10 @@ async fn a_stall_before_the_first_byte_times_out_and_never_hangs() {
     let mock = anthropic_mock::start().await;
     let app = app_on(&mock, "max_retries = 2\nfirst_byte_timeout_ms = 300", "").await;
     mock.push([Reply::Late(5_000, message("late"))]);
-    let start = Instant::now();
+    // The answer arriving after 5 s would be a 200: a 504 is the timeout firing.
     let (status, body) = app.say("p", "claude", "hi", None).await;
     assert_eq!(status, 504, "{body}");
     assert_eq!(body["error"]["type"], "upstream_timeout");
-    assert!(
-        start.elapsed() < Duration::from_secs(3),
-        "{:?}",
-        start.elapsed()
-    );
     assert_eq!(mock.calls(), 1, "a stalled provider is not asked again");
 }
 
@@ -182,15 +177,12 @@ async fn a_retry_after_longer_than_the_deadline_is_answered_at_once() {
     let mock = anthropic_mock::start().await;
     let app = app_on(&mock, "max_retries = 3", "max_turn_seconds = 5").await;
     mock.push([Reply::Status(429, Some("30"))]);
-    let start = Instant::now();
-    let res = post(&app, "hi", false).await;
+    // Waiting out the 30 s would outlast this bound many times over.
+    let res = tokio::time::timeout(Duration::from_secs(15), post(&app, "hi", false))
+        .await
+        .expect("answered without waiting out Retry-After");
     assert_eq!(res.status(), 429);
     assert_eq!(res.headers()["retry-after"], "30");
-    assert!(
-        start.elapsed() < Duration::from_secs(2),
-        "{:?}",
-        start.elapsed()
-    );
     assert_eq!(mock.calls(), 1);
 }
 
@@ -268,9 +260,19 @@ async fn the_breaker_opens_after_consecutive_failures_and_closes_after_a_good_tr
     assert_eq!(body["error"]["type"], "upstream_unavailable");
     assert_eq!(mock.calls(), 2);
 
-    // After the cooldown one trial call goes through; it succeeds, so it closes.
-    tokio::time::sleep(Duration::from_millis(1_100)).await;
-    let (status, body) = app.say("p", "claude", "hi", None).await;
+    // After the cooldown one trial call goes through; it succeeds, so it
+    // closes. Until then every call is refused without reaching the provider.
+    let mut trial = None;
+    for _ in 0..200 {
+        let (status, body) = app.say("p", "claude", "hi", None).await;
+        if status != 503 {
+            trial = Some((status, body));
+            break;
+        }
+        assert_eq!(mock.calls(), 2, "an open breaker calls nobody");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let (status, body) = trial.expect("the breaker let a trial call through");
     assert_eq!(status, 200, "{body}");
     let (status, _) = app.say("p", "claude", "hi", None).await;
     assert_eq!(status, 200);

@@ -1,6 +1,6 @@
-//! Cognite wire types (shared/reference/sdk-wire-notes.md §A) and their
-//! validation into domain types. Unknown request fields are ignored (`stream`,
-//! `retentionPolicy`, and whatever later API versions add).
+//! Cognite wire types (docs/api.md) and their validation into domain types.
+//! `stream: true` asks for server-sent events; unknown request fields are
+//! ignored (`retentionPolicy`, and whatever later API versions add).
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;

@@ -1,4 +1,4 @@
-//! Quant wire types (shared/reference/sdk-wire-notes.md §B). Unknown request
+//! Quant wire types (docs/api.md). Unknown request
 //! fields are ignored; `None` response fields are omitted rather than null.
 
 use serde::{Deserialize, Serialize};
