@@ -6,7 +6,7 @@ use futures_util::StreamExt;
 use super::*;
 use crate::config::AgentSettings;
 use crate::llm::scripted::ScriptedProvider;
-use crate::llm::{Completion, EncodedBody, EventStream, Provider};
+use crate::llm::{ChatRequest, Completion, EncodedBody, EventStream, Provider};
 
 fn agent(system: &str, max_turn_seconds: u64) -> Arc<AgentSpec> {
     agent_with(serde_json::json!({

@@ -1,0 +1,347 @@
+//! One turn's state and its named steps. [`super::run_turn`] only drives
+//! them and forwards their events; every decision is made here, in plain
+//! functions that rustfmt and the compiler see whole.
+
+use std::sync::Arc;
+
+use tokio::time::Instant;
+
+use super::{RunEvent, TurnContext, TurnInput, TurnOutcome};
+use crate::agent::AgentSpec;
+use crate::domain::{
+    AssistantPart, ConversationState, HistoryItem, PendingAction, PendingKind, StopReason,
+    ToolCall, Usage,
+};
+use crate::llm::{ChatRequest, FinishReason, ProviderEvent, Route};
+use crate::tools::{Tool, ToolContext, ToolRegistry, ToolRun, ToolSpec, idempotency_key};
+
+/// A turn in progress.
+pub(super) struct Turn {
+    pub agent: Arc<AgentSpec>,
+    pub route: Arc<Route>,
+    tools: Arc<ToolRegistry>,
+    pub deadline: Instant,
+    system: String,
+    offered_tools: Vec<Arc<dyn Tool>>,
+    client_tools: Vec<ToolSpec>,
+    client_validators: Vec<(String, Option<jsonschema::Validator>)>,
+    can_confirm: bool,
+    pub streaming: bool,
+    pub state: ConversationState,
+    usage: Usage,
+    reply: String,
+    tool_runs: Vec<ToolRun>,
+}
+
+/// What the caller's input leaves for the driver once the turn has started.
+pub(super) struct Opening {
+    /// Confirmed server tool calls to run first.
+    pub approved: Vec<ToolCall>,
+    /// The new messages, added after the approved calls' results.
+    pub messages: Vec<HistoryItem>,
+}
+
+/// One model call's answer, accumulated from its events.
+#[derive(Default)]
+pub(super) struct StepAnswer {
+    text: String,
+    reasoning: Vec<HistoryItem>,
+    calls: Vec<ToolCall>,
+    finish: Option<FinishReason>,
+    usage: Usage,
+}
+
+impl StepAnswer {
+    /// Take one provider event in; returns the event to forward, if any.
+    pub fn take(&mut self, event: ProviderEvent) -> Option<RunEvent> {
+        match event {
+            ProviderEvent::TextDelta(delta) => {
+                self.text.push_str(&delta);
+                return Some(RunEvent::TextDelta(delta));
+            }
+            ProviderEvent::Reasoning(r) => self.reasoning.push(HistoryItem::Reasoning {
+                provider: r.provider.to_owned(),
+                blob: r.blob,
+            }),
+            ProviderEvent::ToolCall(call) => self.calls.push(call),
+            ProviderEvent::Usage(u) => self.usage.add(u),
+            ProviderEvent::Finish(f) => self.finish = Some(f),
+        }
+        None
+    }
+}
+
+/// How a step's calls are handled.
+pub(super) struct SortedCalls {
+    /// Calls refused without running (their results are already in the history).
+    pub refused: Vec<RunEvent>,
+    /// Client tool calls and confirmations handed back to the client.
+    pub pending: Vec<PendingAction>,
+    /// Server tool calls to run, with their positions in the step.
+    pub server: Vec<(usize, ToolCall)>,
+}
+
+impl Turn {
+    /// Start a turn: the effective system prompt, the offered tools, the
+    /// client tools' validators, and the turn number.
+    pub async fn start(
+        cx: TurnContext,
+        mut state: ConversationState,
+        input: TurnInput,
+    ) -> (Self, Opening) {
+        let TurnContext {
+            agent,
+            route,
+            tools,
+        } = cx;
+        let deadline = Instant::now() + agent.max_turn;
+        let system = match &input.system_extra {
+            Some(extra) if !extra.is_empty() && !agent.system_prompt.is_empty() => {
+                format!("{}\n\n{}", agent.system_prompt, extra)
+            }
+            Some(extra) if !extra.is_empty() => extra.clone(),
+            _ => agent.system_prompt.clone(),
+        };
+        tools.prepare(&agent.tools).await;
+        let offered_tools = tools.offered(&agent.tools);
+        let client_validators = input
+            .client_tools
+            .iter()
+            .map(|t| {
+                (
+                    t.name.clone(),
+                    jsonschema::validator_for(&t.parameters).ok(),
+                )
+            })
+            .collect();
+        state.turn += 1;
+        state.cfg.clone_from(&agent.cfg_hash);
+        state.history.extend(input.tool_results);
+        let turn = Self {
+            agent,
+            route,
+            tools,
+            deadline,
+            system,
+            offered_tools,
+            client_tools: input.client_tools,
+            client_validators,
+            can_confirm: input.can_confirm,
+            streaming: input.streaming,
+            state,
+            usage: Usage::default(),
+            reply: String::new(),
+            tool_runs: Vec::new(),
+        };
+        let opening = Opening {
+            approved: input.approved,
+            messages: input.messages,
+        };
+        (turn, opening)
+    }
+
+    /// The next model request: the whole history and every offered tool.
+    pub fn request<'a>(&'a self, offered: &'a [&'a ToolSpec]) -> ChatRequest<'a> {
+        ChatRequest {
+            model: &self.agent.model,
+            system: (!self.system.is_empty()).then_some(self.system.as_str()),
+            messages: &self.state.history,
+            temperature: self.agent.temperature,
+            max_tokens: self.agent.max_tokens,
+            tools: offered,
+            thinking_budget: self.agent.thinking_budget,
+            deadline: self.deadline,
+        }
+    }
+
+    /// The tools the model is offered: the agent's, then the client's.
+    pub fn offered(&self) -> Vec<&ToolSpec> {
+        let mut offered: Vec<&ToolSpec> = self.offered_tools.iter().map(|t| t.spec()).collect();
+        offered.extend(self.client_tools.iter());
+        offered
+    }
+
+    /// Count the usage of a step that was cut short (its answer is dropped).
+    pub fn count_usage(&mut self, answer: &StepAnswer) {
+        self.usage.add(answer.usage);
+    }
+
+    /// Record a model answer in the history. Without tool calls the turn is
+    /// over: returns why; otherwise the calls to handle.
+    pub fn record_answer(&mut self, answer: StepAnswer) -> Result<Vec<ToolCall>, StopReason> {
+        let StepAnswer {
+            text,
+            reasoning,
+            calls,
+            finish,
+            usage,
+        } = answer;
+        self.usage.add(usage);
+        self.reply.push_str(&text);
+        self.state.history.extend(reasoning);
+        self.state.history.push(HistoryItem::Assistant {
+            parts: if text.is_empty() {
+                Vec::new()
+            } else {
+                vec![AssistantPart::Text { text }]
+            },
+            tool_calls: calls.clone(),
+        });
+        if !calls.is_empty() {
+            return Ok(calls);
+        }
+        Err(match finish.unwrap_or(FinishReason::Stop) {
+            FinishReason::Length => StopReason::MaxTokens,
+            FinishReason::ContentFilter => StopReason::ContentFilter,
+            FinishReason::Stop | FinishReason::ToolCalls => StopReason::EndTurn,
+        })
+    }
+
+    /// Sort a step's calls: confirmations and valid client tool calls go to
+    /// the client, server tools run, and what cannot be done (a confirmation
+    /// the caller cannot ask for, client arguments that fail their schema)
+    /// goes back to the model as a tool error at once.
+    pub fn sort_calls(&mut self, calls: &[ToolCall]) -> SortedCalls {
+        let mut sorted = SortedCalls {
+            refused: Vec::new(),
+            pending: Vec::new(),
+            server: Vec::new(),
+        };
+        for (position, call) in calls.iter().enumerate() {
+            let client = self
+                .client_validators
+                .iter()
+                .find(|(name, _)| *name == call.name);
+            let refusal = match client {
+                None if self.needs_confirmation(call) => {
+                    if self.can_confirm {
+                        sorted
+                            .pending
+                            .push(pending(PendingKind::ToolConfirmation, call));
+                        None
+                    } else {
+                        Some(
+                            "this tool needs the user's confirmation, which cannot be asked for here"
+                                .to_owned(),
+                        )
+                    }
+                }
+                None => {
+                    sorted.server.push((position, call.clone()));
+                    None
+                }
+                Some((_, validator)) => match client_argument_problem(call, validator.as_ref()) {
+                    Some(problem) => Some(problem),
+                    None => {
+                        sorted.pending.push(pending(PendingKind::ClientTool, call));
+                        None
+                    }
+                },
+            };
+            if let Some(content) = refusal {
+                sorted.refused.push(RunEvent::ToolResult {
+                    id: call.id.clone(),
+                    name: call.name.clone(),
+                    ok: false,
+                });
+                self.state.history.push(HistoryItem::ToolResult {
+                    call_id: call.id.clone(),
+                    name: call.name.clone(),
+                    content,
+                    is_error: true,
+                });
+            }
+        }
+        sorted
+    }
+
+    fn needs_confirmation(&self, call: &ToolCall) -> bool {
+        self.tools
+            .find(&self.agent.tools, &call.name)
+            .is_some_and(|t| t.spec().confirm)
+    }
+
+    /// Run server tool calls (with their positions in the step) in parallel,
+    /// each with its idempotency key; record their results in order.
+    pub async fn run_server_calls(&mut self, calls: &[(usize, ToolCall)]) -> Vec<RunEvent> {
+        let runs = futures_util::future::join_all(calls.iter().map(|(position, call)| {
+            let args: serde_json::Value =
+                serde_json::from_str(&call.arguments).unwrap_or(serde_json::Value::Null);
+            let ctx = ToolContext {
+                idempotency_key: idempotency_key(
+                    &self.state.id,
+                    self.state.turn,
+                    &call.name,
+                    &args,
+                    *position,
+                ),
+            };
+            self.tools.run(&self.agent.tools, call, ctx, self.deadline)
+        }))
+        .await;
+        let mut events = Vec::with_capacity(runs.len());
+        for run in runs {
+            events.push(RunEvent::ToolResult {
+                id: run.call.id.clone(),
+                name: run.call.name.clone(),
+                ok: !run.is_error,
+            });
+            self.state.history.push(HistoryItem::ToolResult {
+                call_id: run.call.id.clone(),
+                name: run.call.name.clone(),
+                content: run.content.clone(),
+                is_error: run.is_error,
+            });
+            self.tool_runs.push(run);
+        }
+        events
+    }
+
+    /// Hand `pending` actions to the client: the turn stops here.
+    pub fn hand_over(&mut self, pending: Vec<PendingAction>) -> Vec<RunEvent> {
+        let events = pending.iter().cloned().map(RunEvent::Action).collect();
+        self.state.pending = pending;
+        events
+    }
+
+    /// The turn's outcome.
+    pub fn finish(self, stop_reason: StopReason) -> TurnOutcome {
+        TurnOutcome {
+            state: self.state,
+            stop_reason,
+            usage: self.usage,
+            reply: self.reply,
+            tool_runs: self.tool_runs,
+        }
+    }
+}
+
+fn pending(kind: PendingKind, call: &ToolCall) -> PendingAction {
+    PendingAction {
+        action_id: uuid::Uuid::new_v4().to_string(),
+        kind,
+        call_id: call.id.clone(),
+        name: call.name.clone(),
+        arguments: call.arguments.clone(),
+    }
+}
+
+/// Why a client tool call's arguments cannot go to the client, if they cannot.
+fn client_argument_problem(
+    call: &ToolCall,
+    validator: Option<&jsonschema::Validator>,
+) -> Option<String> {
+    let raw = if call.arguments.trim().is_empty() {
+        "{}"
+    } else {
+        &call.arguments
+    };
+    match serde_json::from_str::<serde_json::Value>(raw) {
+        Err(e) => Some(format!("the arguments are not valid JSON: {e}")),
+        Ok(args) => validator.and_then(|v| {
+            v.iter_errors(&args)
+                .next()
+                .map(|e| format!("the arguments do not match the tool's schema: {e}"))
+        }),
+    }
+}
