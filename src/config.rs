@@ -303,6 +303,19 @@ pub struct ProviderSettings {
     pub max_tool_call_bytes: usize,
 }
 
+/// What clients see of a tool's runs (`[[tools]] expose`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Expose {
+    /// Input and result.
+    #[default]
+    Full,
+    /// Input only.
+    Input,
+    /// Neither: the run is not reported.
+    None,
+}
+
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum ToolKind {
@@ -338,7 +351,7 @@ pub struct ToolSettings {
     #[serde(default)]
     pub confirm: bool,
     #[serde(default)]
-    pub expose: crate::tools::Expose,
+    pub expose: Expose,
     /// (mcp) The server's tool names to offer; all when absent.
     #[serde(default)]
     pub allow: Option<Vec<String>>,
@@ -673,14 +686,10 @@ impl Settings {
         let mut tool_names: HashSet<&str> = ["clock", "calculator"].into_iter().collect();
         for (i, t) in self.tools.iter().enumerate() {
             let key = |field: &str| format!("tools[{i}].{field}");
-            let valid_name = (1..=64).contains(&t.name.len())
-                && t.name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-            if !valid_name {
+            if !crate::ids::is_tool_name(&t.name) {
                 return Err(invalid(
                     key("name"),
-                    format!("{:?} must match ^[a-zA-Z0-9_-]{{1,64}}$", t.name),
+                    format!("{:?} must match {}", t.name, crate::ids::TOOL_NAME_PATTERN),
                 ));
             }
             if t.kind != ToolKind::Builtin && !tool_names.insert(t.name.as_str()) {

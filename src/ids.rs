@@ -9,6 +9,22 @@ pub const PATTERN: &str = "^[A-Za-z0-9_][A-Za-z0-9._:-]{0,127}$";
 /// Longest id, bytes.
 pub const MAX_LEN: usize = 128;
 
+/// The pattern model APIs accept for tool names: `^[a-zA-Z0-9_-]{1,64}$`.
+pub const TOOL_NAME_PATTERN: &str = "^[a-zA-Z0-9_-]{1,64}$";
+/// Longest tool name.
+pub const MAX_TOOL_NAME: usize = 64;
+
+/// Whether `c` may appear in a tool name.
+pub fn is_tool_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_' || c == '-'
+}
+
+/// Whether `name` matches [`TOOL_NAME_PATTERN`] (every tool: configured,
+/// discovered from an MCP server, or declared by a client).
+pub fn is_tool_name(name: &str) -> bool {
+    (1..=MAX_TOOL_NAME).contains(&name.len()) && name.chars().all(is_tool_name_char)
+}
+
 /// Whether `id` matches [`PATTERN`].
 pub fn is_valid(id: &str) -> bool {
     let bytes = id.as_bytes();
@@ -54,6 +70,10 @@ mod tests {
             &"a".repeat(129),
         ] {
             assert!(!is_valid(bad), "{bad:?}");
+        }
+        assert!(is_tool_name("get_weather-2") && is_tool_name(&"a".repeat(64)));
+        for bad in ["", "a.b", "a b", "é", &"a".repeat(65)] {
+            assert!(!is_tool_name(bad), "{bad:?}");
         }
     }
 }

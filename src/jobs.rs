@@ -57,8 +57,12 @@ pub struct JobResult {
     pub cache_read_tokens: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_write_tokens: Option<u64>,
+    /// The turn's server tool runs (the API shape renders them).
     #[serde(default)]
-    pub tool_executions: Vec<serde_json::Value>,
+    pub tool_runs: Vec<crate::tools::ToolRun>,
+    /// Results sealed by earlier versions carried the Quant rendering itself.
+    #[serde(default, rename = "toolExecutions", skip_serializing)]
+    pub legacy_tool_executions: Vec<serde_json::Value>,
 }
 
 /// The AAD agent slot of an execution's sealed blobs.
@@ -391,7 +395,8 @@ async fn execute(app: &AppState, job: &Job) -> Result<String, ApiError> {
             output_tokens: reply.usage.output_tokens,
             cache_read_tokens: reply.usage.cache_read_tokens,
             cache_write_tokens: reply.usage.cache_write_tokens,
-            tool_executions: crate::api::report::quant_tool_results(&reply.tool_runs),
+            tool_runs: reply.tool_runs.clone(),
+            legacy_tool_executions: Vec::new(),
         })
         .map_err(|e| ApiError::new(ErrorCode::Internal, format!("job result: {e}")))?;
         let expires = (app.clock.now() + app.settings.jobs.ttl_seconds as i64) as u64;

@@ -354,7 +354,7 @@ async fn the_calls_of_one_step_run_concurrently() {
             name: "meet".into(),
             description: "waits for the other calls".into(),
             parameters: serde_json::json!({"type": "object"}),
-            tool_type: "builtin",
+            origin: crate::tools::ToolOrigin::Builtin,
             timeout: Duration::from_secs(30),
             expose: crate::tools::Expose::Full,
             confirm: false,

@@ -265,8 +265,8 @@ impl Turn {
     /// each with its idempotency key; record their results in order.
     pub async fn run_server_calls(&mut self, calls: &[(usize, ToolCall)]) -> Vec<RunEvent> {
         let runs = futures_util::future::join_all(calls.iter().map(|(position, call)| {
-            let args: serde_json::Value =
-                serde_json::from_str(&call.arguments).unwrap_or(serde_json::Value::Null);
+            let args =
+                crate::tools::parse_arguments(&call.arguments).unwrap_or(serde_json::Value::Null);
             let ctx = ToolContext {
                 idempotency_key: idempotency_key(
                     &self.state.id,
@@ -331,13 +331,8 @@ fn client_argument_problem(
     call: &ToolCall,
     validator: Option<&jsonschema::Validator>,
 ) -> Option<String> {
-    let raw = if call.arguments.trim().is_empty() {
-        "{}"
-    } else {
-        &call.arguments
-    };
-    match serde_json::from_str::<serde_json::Value>(raw) {
-        Err(e) => Some(format!("the arguments are not valid JSON: {e}")),
+    match crate::tools::parse_arguments(&call.arguments) {
+        Err(problem) => Some(problem),
         Ok(args) => validator.and_then(|v| {
             v.iter_errors(&args)
                 .next()

@@ -49,7 +49,7 @@ fn clock_spec() -> ToolSpec {
         name: "clock".into(),
         description: "The current date and time in UTC (RFC 3339).".into(),
         parameters: json!({"type": "object", "properties": {}, "additionalProperties": false}),
-        tool_type: "builtin",
+        origin: super::ToolOrigin::Builtin,
         timeout: Duration::from_secs(1),
         expose: Default::default(),
         confirm: false,
@@ -66,7 +66,7 @@ fn calculator_spec() -> ToolSpec {
             "required": ["expression"],
             "additionalProperties": false
         }),
-        tool_type: "builtin",
+        origin: super::ToolOrigin::Builtin,
         timeout: Duration::from_secs(1),
         expose: Default::default(),
         confirm: false,

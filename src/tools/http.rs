@@ -91,7 +91,7 @@ impl HttpTool {
                 name: s.name.clone(),
                 description: s.description.clone().unwrap_or_default(),
                 parameters,
-                tool_type: "callRestApi",
+                origin: super::ToolOrigin::Http,
                 timeout: Duration::from_millis(s.timeout_ms),
                 expose: s.expose,
                 confirm: s.confirm,

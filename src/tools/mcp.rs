@@ -25,11 +25,10 @@ use rmcp::{ClientHandler, RoleClient, ServiceExt};
 use sha2::{Digest, Sha256};
 use tokio::sync::{Mutex, Notify};
 
-use super::{Entry, Expose, Tool, ToolContext, ToolError, ToolSpec};
+use super::{Entry, Expose, Tool, ToolContext, ToolError, ToolOrigin, ToolSpec};
 use crate::config::ToolSettings;
 
-/// The longest tool name model APIs accept.
-const MAX_NAME: usize = 64;
+use crate::ids::{MAX_TOOL_NAME as MAX_NAME, is_tool_name, is_tool_name_char};
 /// Headers the MCP transport sets itself.
 const RESERVED_HEADERS: [&str; 3] = ["accept", "mcp-session-id", "last-event-id"];
 
@@ -40,13 +39,12 @@ const RESERVED_HEADERS: [&str; 3] = ["accept", "mcp-session-id", "last-event-id"
 /// distinct names.
 pub fn exposed_name(server: &str, tool: &str) -> String {
     let full = format!("{server}__{tool}");
-    let allowed = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
-    if full.len() <= MAX_NAME && full.chars().all(allowed) {
+    if is_tool_name(&full) {
         return full;
     }
     let clean: String = full
         .chars()
-        .map(|c| if allowed(c) { c } else { '_' })
+        .map(|c| if is_tool_name_char(c) { c } else { '_' })
         .take(MAX_NAME - 9)
         .collect();
     let digest = Sha256::digest(full.as_bytes());
@@ -351,7 +349,7 @@ impl McpServer {
                 name: name.clone(),
                 description: tool.description.as_deref().unwrap_or_default().to_owned(),
                 parameters: serde_json::Value::Object((*tool.input_schema).clone()),
-                tool_type: "mcp",
+                origin: ToolOrigin::Mcp,
                 timeout,
                 expose: self.expose,
                 confirm: self.confirm,
@@ -416,10 +414,7 @@ mod tests {
     use super::*;
 
     fn valid(name: &str) -> bool {
-        (1..=64).contains(&name.len())
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        is_tool_name(name)
     }
 
     #[test]

@@ -19,17 +19,29 @@ use sha2::{Digest, Sha256};
 use crate::config::{ToolKind, ToolSettings};
 use crate::domain::ToolCall;
 
-/// What clients see of a tool run.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub use crate::config::Expose;
+
+/// Where a tool comes from (each API shape names these its own way).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Expose {
-    /// Input and result.
-    #[default]
-    Full,
-    /// Input only.
-    Input,
-    /// Neither: the run is not reported.
-    None,
+pub enum ToolOrigin {
+    /// Built into the gateway (`clock`, `calculator`).
+    Builtin,
+    /// An HTTP tool declared in config.
+    Http,
+    /// A tool of an MCP server.
+    Mcp,
+    /// A tool the client runs itself.
+    Client,
+    /// A name the model made up: no such tool.
+    Unknown,
+}
+
+/// A call's arguments as JSON: the model's text, with nothing (or only
+/// whitespace) meaning `{}`. The one parser every tool path uses.
+pub fn parse_arguments(raw: &str) -> Result<serde_json::Value, String> {
+    let raw = if raw.trim().is_empty() { "{}" } else { raw };
+    serde_json::from_str(raw).map_err(|e| format!("the arguments are not valid JSON: {e}"))
 }
 
 /// A tool as the model and the clients see it.
@@ -38,8 +50,7 @@ pub struct ToolSpec {
     pub name: String,
     pub description: String,
     pub parameters: serde_json::Value,
-    /// Reported as the Cognite `toolType`.
-    pub tool_type: &'static str,
+    pub origin: ToolOrigin,
     pub timeout: Duration,
     pub expose: Expose,
     /// The client must allow each run first (Cognite `toolConfirmation`).
@@ -67,12 +78,12 @@ pub trait Tool: Send + Sync + std::fmt::Debug {
 }
 
 /// The result of running one call.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ToolRun {
     pub call: ToolCall,
     pub content: String,
     pub is_error: bool,
-    pub tool_type: &'static str,
+    pub origin: ToolOrigin,
     pub expose: Expose,
 }
 
@@ -266,11 +277,11 @@ impl ToolRegistry {
         ctx: ToolContext,
         deadline: tokio::time::Instant,
     ) -> ToolRun {
-        let result = |content: String, is_error: bool, tool_type, expose| ToolRun {
+        let result = |content: String, is_error: bool, origin, expose| ToolRun {
             call: call.clone(),
             content,
             is_error,
-            tool_type,
+            origin,
             expose,
         };
         let Some(entry) = self.entry(allowed, &call.name) else {
@@ -280,32 +291,20 @@ impl ToolRegistry {
                     call.name
                 ),
                 true,
-                "unknown",
+                ToolOrigin::Unknown,
                 Expose::Full,
             );
         };
         let spec = entry.tool.spec();
-        let args: serde_json::Value =
-            match serde_json::from_str(if call.arguments.trim().is_empty() {
-                "{}"
-            } else {
-                &call.arguments
-            }) {
-                Ok(v) => v,
-                Err(e) => {
-                    return result(
-                        format!("the arguments are not valid JSON: {e}"),
-                        true,
-                        spec.tool_type,
-                        spec.expose,
-                    );
-                }
-            };
+        let args = match parse_arguments(&call.arguments) {
+            Ok(v) => v,
+            Err(problem) => return result(problem, true, spec.origin, spec.expose),
+        };
         if let Some(first) = entry.validator.iter_errors(&args).next() {
             return result(
                 format!("the arguments do not match the tool's schema: {first}"),
                 true,
-                spec.tool_type,
+                spec.origin,
                 spec.expose,
             );
         }
@@ -317,11 +316,11 @@ impl ToolRegistry {
                     spec.timeout.as_millis()
                 ),
                 true,
-                spec.tool_type,
+                spec.origin,
                 spec.expose,
             ),
-            Ok(Err(e)) => result(e.to_string(), true, spec.tool_type, spec.expose),
-            Ok(Ok(content)) => result(content, false, spec.tool_type, spec.expose),
+            Ok(Err(e)) => result(e.to_string(), true, spec.origin, spec.expose),
+            Ok(Ok(content)) => result(content, false, spec.origin, spec.expose),
         }
     }
 }

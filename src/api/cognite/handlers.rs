@@ -254,7 +254,7 @@ fn agent_message<'a>(
     let calls: Vec<serde_json::Value> = report::exposed(tool_runs)
         .map(|(r, with_result)| {
             let mut call = serde_json::json!({
-                "id": r.call.id, "name": r.call.name, "toolType": r.tool_type, "input": report::input(r)
+                "id": r.call.id, "name": r.call.name, "toolType": super::wire::tool_type(r.origin), "input": report::input(r)
             });
             if with_result {
                 call["result"] = serde_json::json!({"content": r.content, "isError": r.is_error});
@@ -300,7 +300,7 @@ fn action(p: &PendingAction, tools: &ToolRegistry) -> serde_json::Value {
                     "toolName": p.name,
                     "toolArguments": arguments,
                     "toolDescription": spec.map(|s| s.description.as_str()).unwrap_or_default(),
-                    "toolType": spec.map(|s| s.tool_type).unwrap_or("callFunction"),
+                    "toolType": spec.map_or("callFunction", |s| super::wire::tool_type(s.origin)),
                 },
             })
         }
@@ -398,7 +398,7 @@ fn client_spec(t: ClientTool) -> ToolSpec {
         name: t.name,
         description: t.description,
         parameters: t.parameters,
-        tool_type: "clientTool",
+        origin: crate::tools::ToolOrigin::Client,
         timeout: std::time::Duration::ZERO,
         expose: Expose::Full,
         confirm: false,

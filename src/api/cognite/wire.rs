@@ -147,13 +147,11 @@ fn client_tool(i: usize, a: WireAction) -> Result<ClientTool, ApiError> {
     let name = t
         .name
         .ok_or_else(|| ApiError::invalid(format!("{at}.clientTool.name is required")))?;
-    let valid = (1..=64).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    if !valid {
+    if !crate::ids::is_tool_name(&name) {
         return Err(ApiError::invalid(format!(
-            "{at}.clientTool.name {name:?} must match ^[a-zA-Z0-9_-]{{1,64}}$"
+            "{at}.clientTool.name {:?} must match {}",
+            crate::error::prefix(&name, 80),
+            crate::ids::TOOL_NAME_PATTERN
         )));
     }
     let parameters = t
@@ -420,4 +418,16 @@ pub struct TextContent<'a> {
     #[serde(rename = "type")]
     pub kind: &'static str,
     pub text: &'a str,
+}
+
+/// The Cognite `toolType` of a tool of `origin`.
+pub fn tool_type(origin: crate::tools::ToolOrigin) -> &'static str {
+    use crate::tools::ToolOrigin;
+    match origin {
+        ToolOrigin::Builtin => "builtin",
+        ToolOrigin::Http => "callRestApi",
+        ToolOrigin::Mcp => "mcp",
+        ToolOrigin::Client => "clientTool",
+        ToolOrigin::Unknown => "unknown",
+    }
 }

@@ -61,7 +61,11 @@ async fn render(
                 },
                 true,
             ),
-            tool_executions: r.tool_executions.clone(),
+            tool_executions: if r.tool_runs.is_empty() {
+                r.legacy_tool_executions.clone()
+            } else {
+                crate::api::report::quant_tool_results(&r.tool_runs)
+            },
             session_id: &rec.session_id,
             stop_reason: &r.stop_reason,
         }),

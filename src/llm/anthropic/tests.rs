@@ -83,7 +83,7 @@ fn history_becomes_alternating_messages_with_blocks() {
         name: "calculator".into(),
         description: "adds".into(),
         parameters: json!({"type": "object"}),
-        tool_type: "builtin",
+        origin: crate::tools::ToolOrigin::Builtin,
         timeout: std::time::Duration::from_secs(1),
         expose: Expose::default(),
         confirm: false,
