@@ -118,7 +118,7 @@ impl Application {
                 .app_data(app_state.clone())
                 .wrap(from_fn(api::request_id::middleware))
                 .configure(api::routes)
-                .default_service(web::to(api::not_found))
+                .default_service(web::to(api::not_found::<api::Cognite>))
         })
         .on_connect(|conn, _ext| {
             if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {

@@ -28,28 +28,53 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/healthz")
             .route(web::get().to(health::healthz))
-            .default_service(web::to(method_not_allowed)),
+            .default_service(web::to(method_not_allowed::<Cognite>)),
     )
     .service(
         web::resource("/readyz")
             .route(web::get().to(health::readyz))
-            .default_service(web::to(method_not_allowed)),
+            .default_service(web::to(method_not_allowed::<Cognite>)),
     )
     .service(
         web::resource("/api/v1/projects/{project}/ai/agents/chat")
             .route(web::post().to(cognite::handlers::chat_in_project))
-            .default_service(web::to(method_not_allowed)),
+            .default_service(web::to(method_not_allowed::<Cognite>)),
     )
     .configure(quant::routes)
     .service(
         web::resource("/ai/agents/chat")
             .route(web::post().to(cognite::handlers::chat_default_project))
-            .default_service(web::to(method_not_allowed)),
+            .default_service(web::to(method_not_allowed::<Cognite>)),
     );
 }
 
-async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
-    cognite::error::render(
+/// An API shape's error rendering: the body format its clients parse.
+pub trait ErrorFormat {
+    fn render(err: &ApiError, request_id: &str) -> HttpResponse;
+}
+
+/// The Cognite error format (also used for the health routes and unknown paths).
+pub struct Cognite;
+
+impl ErrorFormat for Cognite {
+    fn render(err: &ApiError, request_id: &str) -> HttpResponse {
+        cognite::error::render(err, request_id)
+    }
+}
+
+/// The Quant error format.
+pub struct Quant;
+
+impl ErrorFormat for Quant {
+    fn render(err: &ApiError, request_id: &str) -> HttpResponse {
+        quant::error::render(err, request_id)
+    }
+}
+
+/// 405 for a known path with another method, in format `F`: the one
+/// handler every resource of both facades falls back to.
+pub async fn method_not_allowed<F: ErrorFormat>(req: HttpRequest) -> HttpResponse {
+    F::render(
         &ApiError::new(
             ErrorCode::MethodNotAllowed,
             format!("{} is not allowed here", req.method()),
@@ -58,12 +83,16 @@ async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
     )
 }
 
-/// Fallback for unknown paths.
-pub async fn not_found(req: HttpRequest) -> HttpResponse {
-    cognite::error::render(
+/// 404 for an unknown path, in format `F`.
+pub async fn not_found<F: ErrorFormat>(req: HttpRequest) -> HttpResponse {
+    F::render(
         &ApiError::new(
             ErrorCode::NotFound,
-            format!("no route for {} {}", req.method(), req.path()),
+            format!(
+                "no route for {} {}",
+                req.method(),
+                crate::error::prefix(req.path(), 200)
+            ),
         ),
         &request_id::of(&req),
     )

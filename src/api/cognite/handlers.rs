@@ -17,7 +17,7 @@ use crate::domain::{
     ConversationState, HistoryItem, PendingAction, PendingKind, StopReason, ToolCall,
 };
 use crate::error::{ApiError, ErrorCode};
-use crate::runtime::{TurnInput, TurnOutcome, run_to_end, run_turn};
+use crate::runtime::{TurnContext, TurnInput, TurnOutcome, run_to_end, run_turn};
 use crate::store::Claim;
 use crate::tools::{Expose, ToolRegistry, ToolRun, ToolSpec};
 
@@ -70,72 +70,24 @@ async fn chat(
     span.record("agent", chat.agent.as_str());
 
     let cx = state.turn_context(&chat.agent)?;
+    check_client_tools(&cx, &chat.client_tools)?;
     let agent = cx.agent.clone();
     let ctx = CursorContext {
         project: &principal.tenant,
         agent: &agent.id,
         subject: &principal.subject,
     };
-    if let Some(t) = chat
-        .client_tools
-        .iter()
-        .find(|t| agent.tools.contains(&t.name) || cx.tools.find(&agent.tools, &t.name).is_some())
-    {
-        return Err(ApiError::invalid(format!(
-            "the client tool {:?} has the name of one of the agent's server tools",
-            t.name
-        )));
-    }
     let now = state.clock.now();
-    let mut conversation = match chat.cursor.as_deref() {
-        Some(token) => state.codec.open(token, &ctx, now).map_err(|e| {
-            tracing::info!(reason = %e, "cursor refused");
-            ApiError::from(e)
-        })?,
-        None => ConversationState::new(now, agent.cfg_hash.clone()),
-    };
-    if conversation.cfg != agent.cfg_hash && conversation.turn > 0 {
-        tracing::info!(
-            "agent configuration changed since the last turn; continuing with the current one"
-        );
-    }
+    let mut conversation = open_conversation(state, chat.cursor.as_deref(), &ctx, &agent, now)?;
     let (tool_results, approved) = answer_pending(&mut conversation, &chat.answers)?;
-
-    // A cursor that answers a confirmation is single-use: the same answer again
-    // gets the same response, a different one is 409.
-    let once_ttl = state.settings.cursor.ttl_seconds + crate::cursor::SKEW;
-    let mut guard = None;
-    if let (Some(token), true) = (&chat.cursor, once::answers_confirmation(&chat.answers)) {
-        let key = once::key(token).ok_or_else(|| {
-            ApiError::from(crate::cursor::CursorError::Invalid(
-                crate::cursor::InvalidReason::Shape,
-            ))
-        })?;
-        let answer = once::answer_hash(&chat.answers);
-        match state.store.claim_once(&key, &answer, once_ttl, now).await? {
-            Claim::New => guard = Some(once::Guard::new(state.store.clone(), key)),
-            Claim::Repeat(Some(sealed)) => {
-                let cached = state.codec.open_blob(&sealed, &ctx, now).map_err(|e| {
-                    ApiError::from_stored(e, "confirmation result", ErrorCode::Conflict)
-                })?;
-                return Ok(HttpResponse::Ok()
-                    .content_type("application/json")
-                    .body(cached));
-            }
-            Claim::Repeat(None) => {
-                return Err(ApiError::new(
-                    ErrorCode::Conflict,
-                    "this confirmation is being answered by another request; retry shortly",
-                ));
-            }
-            Claim::Conflict => {
-                return Err(ApiError::new(
-                    ErrorCode::Conflict,
-                    "this confirmation was already answered differently",
-                ));
-            }
+    let guard = match claim_confirmation(state, &chat, &ctx, now).await? {
+        Claimed::Go(guard) => guard,
+        Claimed::Answered(body) => {
+            return Ok(HttpResponse::Ok()
+                .content_type("application/json")
+                .body(body));
         }
-    }
+    };
 
     let streaming = chat.stream || sse::accepts_event_stream(req);
     let input = TurnInput {
@@ -147,39 +99,22 @@ async fn chat(
         can_confirm: true,
         streaming,
     };
-    let tools = cx.tools.clone();
-    let events = run_turn(cx, conversation, input);
-    let (project, subject) = (principal.tenant.clone(), principal.subject.clone());
-    let finish = move |data: web::Data<AppState>, outcome: Result<TurnOutcome, ApiError>| async move {
-        let ctx = CursorContext {
-            project: &project,
-            agent: &agent.id,
-            subject: &subject,
-        };
-        let result = match outcome {
-            Ok(outcome) => render_outcome(&data, &agent, &tools, outcome, &ctx),
-            Err(e) => Err(e),
-        };
-        // Dropping the guard (an error here, or this closure never running
-        // because the stream failed or the client left) releases the claim.
-        if let (Some(guard), Ok(body)) = (guard, &result) {
-            let exp = (data.clock.now() + once_ttl as i64) as u64;
-            let sealed = data.codec.seal_blob(body.as_bytes(), &ctx, exp)?;
-            data.store
-                .finish_once(guard.key(), sealed, once_ttl, data.clock.now())
-                .await?;
-            guard.commit();
-        }
-        result
+    let finisher = Finisher {
+        data: data.clone(),
+        tools: cx.tools.clone(),
+        agent,
+        project: principal.tenant,
+        subject: principal.subject,
+        guard,
     };
+    let events = run_turn(cx, conversation, input);
     if streaming {
         let action_tools = data.tools.clone();
-        let finish_data = data.clone();
         return sse::respond(
             req,
             events,
             sse::Renderer {
-                finish: move |outcome| finish(finish_data, Ok(outcome)),
+                finish: move |outcome| finisher.finish(outcome),
                 action: move |p: &PendingAction| action(p, &action_tools),
                 error_body: super::error::body,
                 request_id: request_id::of(req),
@@ -190,11 +125,141 @@ async fn chat(
     let outcome = run_to_end(events).await.map_err(|e| {
         tracing::warn!(error = %e, "turn failed");
         ApiError::from(e)
-    });
-    let body = finish(data.clone(), outcome).await?;
+    })?;
+    let body = finisher.finish(outcome).await?;
     Ok(HttpResponse::Ok()
         .content_type("application/json")
         .body(body))
+}
+
+/// A client tool may not take the name of one of the agent's server tools.
+fn check_client_tools(cx: &TurnContext, client_tools: &[ClientTool]) -> Result<(), ApiError> {
+    let agent = &cx.agent;
+    match client_tools
+        .iter()
+        .find(|t| agent.tools.contains(&t.name) || cx.tools.find(&agent.tools, &t.name).is_some())
+    {
+        Some(t) => Err(ApiError::invalid(format!(
+            "the client tool {:?} has the name of one of the agent's server tools",
+            t.name
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// The conversation the cursor carries, or a new one.
+fn open_conversation(
+    state: &AppState,
+    cursor: Option<&str>,
+    ctx: &CursorContext<'_>,
+    agent: &crate::agent::AgentSpec,
+    now: i64,
+) -> Result<ConversationState, ApiError> {
+    let Some(token) = cursor else {
+        return Ok(ConversationState::new(now, agent.cfg_hash.clone()));
+    };
+    let conversation = state.codec.open(token, ctx, now).map_err(|e| {
+        tracing::info!(reason = %e, "cursor refused");
+        ApiError::from(e)
+    })?;
+    if conversation.cfg != agent.cfg_hash && conversation.turn > 0 {
+        tracing::info!(
+            "agent configuration changed since the last turn; continuing with the current one"
+        );
+    }
+    Ok(conversation)
+}
+
+/// What the single-use check of a confirmation answer decided.
+enum Claimed {
+    /// Run the turn; with a claim to commit when it answers a confirmation.
+    Go(Option<once::Guard>),
+    /// The same answer was given before: its response.
+    Answered(String),
+}
+
+/// A cursor that answers a confirmation is single-use: the same answer again
+/// gets the same response, a different one (or one still running) is 409.
+async fn claim_confirmation(
+    state: &AppState,
+    chat: &super::wire::ValidChat,
+    ctx: &CursorContext<'_>,
+    now: i64,
+) -> Result<Claimed, ApiError> {
+    let (Some(token), true) = (&chat.cursor, once::answers_confirmation(&chat.answers)) else {
+        return Ok(Claimed::Go(None));
+    };
+    let key = once::key(token).ok_or_else(|| {
+        ApiError::from(crate::cursor::CursorError::Invalid(
+            crate::cursor::InvalidReason::Shape,
+        ))
+    })?;
+    let answer = once::answer_hash(&chat.answers);
+    match state
+        .store
+        .claim_once(&key, &answer, once_ttl(state), now)
+        .await?
+    {
+        Claim::New => Ok(Claimed::Go(Some(once::Guard::new(
+            state.store.clone(),
+            key,
+        )))),
+        Claim::Repeat(Some(sealed)) => {
+            let cached = state.codec.open_blob(&sealed, ctx, now).map_err(|e| {
+                ApiError::from_stored(e, "confirmation result", ErrorCode::Conflict)
+            })?;
+            String::from_utf8(cached)
+                .map(Claimed::Answered)
+                .map_err(|_| ApiError::new(ErrorCode::Internal, "a stored response is not UTF-8"))
+        }
+        Claim::Repeat(None) => Err(ApiError::new(
+            ErrorCode::Conflict,
+            "this confirmation is being answered by another request; retry shortly",
+        )),
+        Claim::Conflict => Err(ApiError::new(
+            ErrorCode::Conflict,
+            "this confirmation was already answered differently",
+        )),
+    }
+}
+
+/// How long a confirmation's single-use record lives: as long as its cursor.
+fn once_ttl(state: &AppState) -> u64 {
+    state.settings.cursor.ttl_seconds + crate::cursor::SKEW
+}
+
+/// Everything needed to finish a turn once it is done: seal the new state,
+/// render the body and commit a confirmation claim. Dropped unused (the
+/// turn failed, the client left), it releases the claim.
+struct Finisher {
+    data: web::Data<AppState>,
+    tools: std::sync::Arc<ToolRegistry>,
+    agent: std::sync::Arc<crate::agent::AgentSpec>,
+    project: String,
+    subject: String,
+    guard: Option<once::Guard>,
+}
+
+impl Finisher {
+    async fn finish(self, outcome: TurnOutcome) -> Result<String, ApiError> {
+        let ctx = CursorContext {
+            project: &self.project,
+            agent: &self.agent.id,
+            subject: &self.subject,
+        };
+        let data = &self.data;
+        let body = render_outcome(data, &self.agent, &self.tools, outcome, &ctx)?;
+        if let Some(guard) = self.guard {
+            let ttl = once_ttl(data);
+            let exp = (data.clock.now() + ttl as i64) as u64;
+            let sealed = data.codec.seal_blob(body.as_bytes(), &ctx, exp)?;
+            data.store
+                .finish_once(guard.key(), sealed, ttl, data.clock.now())
+                .await?;
+            guard.commit();
+        }
+        Ok(body)
+    }
 }
 
 /// Seal the turn's new state and render the response body.

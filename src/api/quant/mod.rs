@@ -8,10 +8,10 @@ pub mod executions;
 pub mod sessions;
 pub mod wire;
 
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::web;
 
-use crate::api::request_id;
-use crate::error::{ApiError, ErrorCode};
+use crate::api::{Quant, method_not_allowed, not_found, request_id};
+use crate::error::ApiError;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -30,51 +30,31 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .service(
                 web::resource("/agents/{agent_id}/chat")
                     .route(web::post().to(chat::chat))
-                    .default_service(web::to(method_not_allowed)),
+                    .default_service(web::to(method_not_allowed::<Quant>)),
             )
             .service(
                 web::resource("/chat/executions/{request_id}")
                     .route(web::get().to(executions::get))
-                    .default_service(web::to(method_not_allowed)),
+                    .default_service(web::to(method_not_allowed::<Quant>)),
             )
             .service(
                 web::resource("/sessions")
                     .route(web::post().to(sessions::create))
                     .route(web::get().to(sessions::list))
-                    .default_service(web::to(method_not_allowed)),
+                    .default_service(web::to(method_not_allowed::<Quant>)),
             )
             .service(
                 web::resource("/sessions/{session_id}/extend")
                     .route(web::put().to(sessions::extend))
-                    .default_service(web::to(method_not_allowed)),
+                    .default_service(web::to(method_not_allowed::<Quant>)),
             )
             .service(
                 web::resource("/sessions/{session_id}")
                     .route(web::get().to(sessions::get))
                     .route(web::put().to(sessions::update))
                     .route(web::delete().to(sessions::delete))
-                    .default_service(web::to(method_not_allowed)),
+                    .default_service(web::to(method_not_allowed::<Quant>)),
             )
-            .default_service(web::to(not_found)),
+            .default_service(web::to(not_found::<Quant>)),
     );
-}
-
-async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
-    error::render(
-        &ApiError::new(
-            ErrorCode::MethodNotAllowed,
-            format!("{} is not allowed here", req.method()),
-        ),
-        &request_id::of(&req),
-    )
-}
-
-async fn not_found(req: HttpRequest) -> HttpResponse {
-    error::render(
-        &ApiError::new(
-            ErrorCode::NotFound,
-            format!("no route for {} {}", req.method(), req.path()),
-        ),
-        &request_id::of(&req),
-    )
 }
