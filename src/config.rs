@@ -505,6 +505,19 @@ impl Settings {
 
     /// Check every cross-field rule once, naming the key that breaks it.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_server()?;
+        self.validate_log()?;
+        self.validate_cursor()?;
+        self.validate_sessions()?;
+        self.validate_jobs()?;
+        self.validate_store()?;
+        let providers = self.validate_providers()?;
+        let tools = self.validate_tools()?;
+        self.validate_agents(&providers, &tools)
+    }
+
+    /// `[server]`.
+    fn validate_server(&self) -> Result<(), ConfigError> {
         let s = &self.server;
         s.listen.parse::<SocketAddr>().map_err(|e| {
             invalid(
@@ -530,8 +543,18 @@ impl Settings {
             crate::ids::check("default project", p)
                 .map_err(|e| invalid("server.default_project", e))?;
         }
+        Ok(())
+    }
+
+    /// `[log]`.
+    fn validate_log(&self) -> Result<(), ConfigError> {
         crate::telemetry::filter(&self.log.level)
             .map_err(|e| invalid("log.level", format!("{:?}: {e}", self.log.level)))?;
+        Ok(())
+    }
+
+    /// `[cursor]`.
+    fn validate_cursor(&self) -> Result<(), ConfigError> {
         let c = &self.cursor;
         if c.ttl_seconds == 0 || c.ttl_seconds > MAX_TTL {
             return Err(invalid(
@@ -545,6 +568,11 @@ impl Settings {
                 "must be at least 1",
             ));
         }
+        Ok(())
+    }
+
+    /// `[sessions]`, against `[cursor]`.
+    fn validate_sessions(&self) -> Result<(), ConfigError> {
         if self.sessions.ttl_seconds == 0 || self.sessions.ttl_seconds > MAX_TTL {
             return Err(invalid(
                 "sessions.ttl_seconds",
@@ -563,6 +591,11 @@ impl Settings {
                 "must not exceed cursor.max_conversation_age_seconds (the session's conversation would expire first)",
             ));
         }
+        Ok(())
+    }
+
+    /// `[jobs]`.
+    fn validate_jobs(&self) -> Result<(), ConfigError> {
         if self.jobs.ttl_seconds == 0 || self.jobs.ttl_seconds > MAX_TTL {
             return Err(invalid(
                 "jobs.ttl_seconds",
@@ -584,6 +617,11 @@ impl Settings {
         if self.jobs.max_queued > 1_000_000 {
             return Err(invalid("jobs.max_queued", "must be 1 to 1000000"));
         }
+        Ok(())
+    }
+
+    /// `[store]`.
+    fn validate_store(&self) -> Result<(), ConfigError> {
         if self.store.kind == StoreKind::Memory && self.store.url.is_some() {
             return Err(invalid(
                 "store.url",
@@ -619,6 +657,11 @@ impl Settings {
                 "must be at least 4194304 (a few of the largest sessions)",
             ));
         }
+        Ok(())
+    }
+
+    /// `[[providers]]`; returns their names.
+    fn validate_providers(&self) -> Result<HashSet<&str>, ConfigError> {
         let mut names = HashSet::new();
         for (i, p) in self.providers.iter().enumerate() {
             let key = |field: &str| format!("providers[{i}].{field}");
@@ -683,6 +726,11 @@ impl Settings {
                 ));
             }
         }
+        Ok(names)
+    }
+
+    /// `[[tools]]`; returns every tool name agents may list (built-ins included).
+    fn validate_tools(&self) -> Result<HashSet<&str>, ConfigError> {
         let mut tool_names: HashSet<&str> = ["clock", "calculator"].into_iter().collect();
         for (i, t) in self.tools.iter().enumerate() {
             let key = |field: &str| format!("tools[{i}].{field}");
@@ -727,6 +775,15 @@ impl Settings {
                 return Err(invalid(key("max_response_bytes"), "must be 1 to 1048576"));
             }
         }
+        Ok(tool_names)
+    }
+
+    /// `[[agents]]`, against the providers and tools.
+    fn validate_agents(
+        &self,
+        names: &HashSet<&str>,
+        tool_names: &HashSet<&str>,
+    ) -> Result<(), ConfigError> {
         let mut ids = HashSet::new();
         for (i, a) in self.agents.iter().enumerate() {
             let key = |field: &str| format!("agents[{i}].{field}");
