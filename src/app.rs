@@ -12,7 +12,7 @@ use crate::agent::AgentRegistry;
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::cursor::CursorCodec;
-use crate::error::{ApiError, ErrorCode};
+
 use crate::llm::ProviderRegistry;
 use crate::runtime::TurnContext;
 use crate::store::Store;
@@ -25,6 +25,15 @@ pub enum Lifecycle {
     Starting = 0,
     Ready = 1,
     Draining = 2,
+}
+
+/// Why a turn cannot start for an agent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AgentError {
+    #[error("no agent {0:?}")]
+    NotFound(String),
+    #[error("the agent's provider is not configured")]
+    NoProvider,
 }
 
 /// Everything a request handler needs, shared by all workers.
@@ -41,18 +50,16 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// What a turn of agent `id` runs with: 404 `agent_not_found` for an unknown agent.
-    pub fn turn_context(&self, id: &str) -> Result<TurnContext, ApiError> {
+    /// What a turn of agent `id` runs with.
+    pub fn turn_context(&self, id: &str) -> Result<TurnContext, AgentError> {
         let agent = self
             .agents
             .get(id)
-            .ok_or_else(|| ApiError::agent_not_found(id))?;
-        let route = self.providers.route(&agent.id).ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::ProviderMisconfigured,
-                "the agent's provider is not configured",
-            )
-        })?;
+            .ok_or_else(|| AgentError::NotFound(id.to_owned()))?;
+        let route = self
+            .providers
+            .route(&agent.id)
+            .ok_or(AgentError::NoProvider)?;
         Ok(TurnContext {
             agent,
             route,

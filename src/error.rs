@@ -195,6 +195,71 @@ impl ApiError {
     }
 }
 
+impl From<crate::app::AgentError> for ApiError {
+    fn from(e: crate::app::AgentError) -> Self {
+        match e {
+            crate::app::AgentError::NotFound(id) => ApiError::agent_not_found(&id),
+            crate::app::AgentError::NoProvider => ApiError::new(
+                ErrorCode::ProviderMisconfigured,
+                "the agent's provider is not configured",
+            ),
+        }
+    }
+}
+
+impl From<crate::sessions::SessionError> for ApiError {
+    fn from(e: crate::sessions::SessionError) -> Self {
+        use crate::sessions::SessionError as E;
+        match e {
+            E::NotFound => ApiError::new(ErrorCode::SessionNotFound, "session not found"),
+            E::Unreadable(reason) => {
+                tracing::error!(%reason, "a stored session state could not be opened");
+                ApiError::new(ErrorCode::Internal, "the stored session could not be read")
+            }
+            E::Result(reason) => {
+                tracing::error!(%reason, "an execution result could not be sealed");
+                ApiError::new(ErrorCode::Internal, "the result could not be stored")
+            }
+            E::Cursor(e) => e.into(),
+            E::Store(e) => e.into(),
+            E::Turn(e) => e.into(),
+            E::Agent(e) => e.into(),
+        }
+    }
+}
+
+impl From<crate::jobs::JobError> for ApiError {
+    fn from(e: crate::jobs::JobError) -> Self {
+        use crate::jobs::JobError as E;
+        match e {
+            E::Agent(e) => e.into(),
+            E::Session(e) => e.into(),
+            E::Store(e) => e.into(),
+            E::QueueFull => {
+                let mut err = ApiError::new(
+                    ErrorCode::QueueFull,
+                    "too many queued async requests; retry later",
+                );
+                err.retry_after = Some(5);
+                err
+            }
+            E::InputTooLarge => ApiError::new(
+                ErrorCode::BodyTooLarge,
+                "the message and system prompt of an async request must fit in 1 MiB together",
+            ),
+            E::NotFound => ApiError::new(ErrorCode::ExecutionNotFound, "execution not found"),
+            E::Unreadable(reason) => {
+                tracing::error!(%reason, "a stored execution blob could not be read");
+                ApiError::new(
+                    ErrorCode::Internal,
+                    "the stored execution could not be read",
+                )
+            }
+            E::ResultLost => ApiError::new(ErrorCode::Internal, E::ResultLost.to_string()),
+        }
+    }
+}
+
 impl From<CursorError> for ApiError {
     fn from(e: CursorError) -> Self {
         match e {

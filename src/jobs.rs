@@ -21,9 +21,55 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use crate::app::AgentError;
 use crate::app::AppState;
 use crate::cursor::CursorContext;
+use crate::cursor::CursorError;
 use crate::error::{ApiError, ErrorCode};
+use crate::sessions::SessionError;
+
+/// Errors of the async execution engine; the Quant facade renders them.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error(transparent)]
+    Agent(#[from] AgentError),
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The queue already holds `max_queued` jobs.
+    #[error("too many queued async requests")]
+    QueueFull,
+    /// The message and system prompt do not fit in one sealed blob.
+    #[error("the async input is too large")]
+    InputTooLarge,
+    /// The execution record (or its result) is gone or expired.
+    #[error("execution not found")]
+    NotFound,
+    /// A stored input or result does not open or decode: a fault on our side.
+    #[error("a stored execution blob could not be read: {0}")]
+    Unreadable(String),
+    /// The turn was committed by an earlier attempt whose result a later
+    /// execution's replaced.
+    #[error(
+        "the turn was committed by an earlier attempt, but its result was replaced by a later execution's"
+    )]
+    ResultLost,
+}
+
+impl JobError {
+    fn unreadable(what: &str, e: impl std::fmt::Display) -> Self {
+        JobError::Unreadable(format!("{what}: {e}"))
+    }
+
+    /// A stored blob that failed to open: expired means gone.
+    fn stored(what: &str, e: CursorError) -> Self {
+        match e {
+            CursorError::Expired => JobError::NotFound,
+            other => JobError::unreadable(what, other),
+        }
+    }
+}
 use crate::sessions::{self, ChatTurn, Scope};
 use crate::store::{ExecutionRecord, ExecutionStatus, Lease, StoreError};
 
@@ -195,10 +241,10 @@ async fn is_finished(app: &AppState, job: &Job) -> bool {
 
 /// Validate an async chat, create its session if needed, record it `pending`
 /// and queue it. Returns the session id.
-pub async fn accept(app: &AppState, request_id: &str, turn: ChatTurn) -> Result<String, ApiError> {
+pub async fn accept(app: &AppState, request_id: &str, turn: ChatTurn) -> Result<String, JobError> {
     let now = app.clock.now();
     if app.agents.get(&turn.agent_id).is_none() {
-        return Err(ApiError::agent_not_found(&turn.agent_id));
+        return Err(AgentError::NotFound(turn.agent_id).into());
     }
     let (session_id, created) = match &turn.session_id {
         Some(id) => (sessions::get_for_chat(app, &turn, id).await?.id, false),
@@ -221,16 +267,13 @@ pub async fn accept(app: &AppState, request_id: &str, turn: ChatTurn) -> Result<
         message: turn.message,
         system: turn.system,
     })
-    .map_err(|e| ApiError::new(ErrorCode::Internal, format!("job input: {e}")))?;
+    .map_err(|e| JobError::unreadable("job input", e))?;
     let sealed_input = app
         .codec
         .seal_blob(&input, &ctx, expires as u64)
         .map_err(|e| match e {
-            crate::cursor::CursorError::ConversationTooLarge => ApiError::new(
-                ErrorCode::BodyTooLarge,
-                "the message and system prompt of an async request must fit in 1 MiB together",
-            ),
-            other => ApiError::from_stored(other, "execution", ErrorCode::ExecutionNotFound),
+            CursorError::ConversationTooLarge => JobError::InputTooLarge,
+            other => JobError::unreadable("job input", other),
         })?;
     let record = ExecutionRecord {
         id: request_id.to_owned(),
@@ -255,8 +298,7 @@ pub async fn accept(app: &AppState, request_id: &str, turn: ChatTurn) -> Result<
         session_id: session_id.clone(),
         sealed_input,
     };
-    let payload = serde_json::to_string(&job)
-        .map_err(|e| ApiError::new(ErrorCode::Internal, format!("job: {e}")))?;
+    let payload = serde_json::to_string(&job).map_err(|e| JobError::unreadable("job", e))?;
     if let Err(e) = app
         .store
         .enqueue(payload, app.settings.jobs.max_queued)
@@ -267,14 +309,7 @@ pub async fn accept(app: &AppState, request_id: &str, turn: ChatTurn) -> Result<
             let _ = app.store.delete_session(&session_id).await;
         }
         return Err(match e {
-            StoreError::Full => {
-                let mut err = ApiError::new(
-                    ErrorCode::QueueFull,
-                    "too many queued async requests; retry later",
-                );
-                err.retry_after = Some(5);
-                err
-            }
+            StoreError::Full => JobError::QueueFull,
             other => other.into(),
         });
     }
@@ -331,6 +366,8 @@ async fn run_in_span(app: &AppState, job: Job) {
         }
         Ok(Err(e)) => {
             tracing::info!(error = %e, "async execution failed");
+            // Recorded as the client will see it: a message and a machine code.
+            let e = ApiError::from(e);
             set_status(
                 app,
                 &job,
@@ -351,7 +388,7 @@ async fn run_in_span(app: &AppState, job: Job) {
     }
 }
 
-async fn execute(app: &AppState, job: &Job) -> Result<String, ApiError> {
+async fn execute(app: &AppState, job: &Job) -> Result<String, JobError> {
     // An earlier attempt may have committed the turn and died before
     // recording the execution complete: never run the turn twice.
     match sessions::committed_job(app, &job.session_id, &job.request_id).await? {
@@ -361,12 +398,7 @@ async fn execute(app: &AppState, job: &Job) -> Result<String, ApiError> {
             );
             return Ok(result);
         }
-        Some(None) => {
-            return Err(ApiError::new(
-                ErrorCode::Internal,
-                "the turn was committed by an earlier attempt, but its result was replaced by a later execution's",
-            ));
-        }
+        Some(None) => return Err(JobError::ResultLost),
         None => {}
     }
     let now = app.clock.now();
@@ -377,17 +409,18 @@ async fn execute(app: &AppState, job: &Job) -> Result<String, ApiError> {
         agent: &purpose,
         subject: &subject,
     };
-    let input: JobInput =
-        serde_json::from_slice(&app.codec.open_blob(&job.sealed_input, &ctx, now).map_err(
-            |e| ApiError::from_stored(e, "execution input", ErrorCode::ExecutionNotFound),
-        )?)
-        .map_err(|e| ApiError::new(ErrorCode::Internal, format!("job input: {e}")))?;
+    let input: JobInput = serde_json::from_slice(
+        &app.codec
+            .open_blob(&job.sealed_input, &ctx, now)
+            .map_err(|e| JobError::stored("execution input", e))?,
+    )
+    .map_err(|e| JobError::unreadable("job input", e))?;
     let rec_ctx = CursorContext {
         project: &job.org,
         agent: &purpose,
         subject: &job.subject,
     };
-    let seal_result = |reply: &sessions::ChatReply| -> Result<String, ApiError> {
+    let seal_result = |reply: &sessions::ChatReply| -> Result<String, String> {
         let result = serde_json::to_vec(&JobResult {
             text: reply.reply.clone(),
             stop_reason: reply.stop_reason.as_str().to_owned(),
@@ -398,11 +431,11 @@ async fn execute(app: &AppState, job: &Job) -> Result<String, ApiError> {
             tool_runs: reply.tool_runs.clone(),
             legacy_tool_executions: Vec::new(),
         })
-        .map_err(|e| ApiError::new(ErrorCode::Internal, format!("job result: {e}")))?;
+        .map_err(|e| format!("job result: {e}"))?;
         let expires = (app.clock.now() + app.settings.jobs.ttl_seconds as i64) as u64;
         app.codec
             .seal_blob(&result, &rec_ctx, expires)
-            .map_err(|e| ApiError::from_stored(e, "execution result", ErrorCode::ExecutionNotFound))
+            .map_err(|e| format!("job result: {e}"))
     };
     let (_, sealed) = sessions::chat_for_job(
         app,
@@ -431,7 +464,7 @@ pub fn open_result(
     app: &AppState,
     rec: &ExecutionRecord,
     sealed: &str,
-) -> Result<JobResult, ApiError> {
+) -> Result<JobResult, JobError> {
     let purpose = purpose(&rec.id);
     let ctx = CursorContext {
         project: &rec.org,
@@ -441,7 +474,6 @@ pub fn open_result(
     let bytes = app
         .codec
         .open_blob(sealed, &ctx, app.clock.now())
-        .map_err(|e| ApiError::from_stored(e, "execution", ErrorCode::ExecutionNotFound))?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::new(ErrorCode::Internal, format!("job result: {e}")))
+        .map_err(|e| JobError::stored("execution result", e))?;
+    serde_json::from_slice(&bytes).map_err(|e| JobError::unreadable("job result", e))
 }

@@ -3,14 +3,37 @@
 //! is opened, a turn runs, the new state is sealed (so it is encrypted at rest)
 //! and written back with compare-and-set.
 
-use crate::app::AppState;
-use crate::cursor::{Budget, CursorContext, MAX_TTL};
+use crate::app::{AgentError, AppState};
+use crate::cursor::{Budget, CursorContext, CursorError, MAX_TTL};
 use crate::domain::{AssistantPart, ConversationState, HistoryItem, UserPart};
 use crate::domain::{StopReason, Usage};
-use crate::error::{ApiError, ErrorCode};
-use crate::runtime::{TurnContext, TurnInput, TurnOutcome, run_to_end, run_turn};
-use crate::store::SessionRecord;
+use crate::runtime::{RuntimeError, TurnContext, TurnInput, TurnOutcome, run_to_end, run_turn};
+use crate::store::{SessionRecord, StoreError};
 use crate::tools::ToolRun;
+
+/// Errors of the sessions engine; the facades render them.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// No such live session for this caller, user and agent (or its stored
+    /// state has expired).
+    #[error("session not found")]
+    NotFound,
+    /// The stored state exists but does not open: a fault on our side.
+    #[error("the stored session state could not be read: {0}")]
+    Unreadable(CursorError),
+    /// Sealing the new state failed (it grew too large) or the conversation is too old.
+    #[error(transparent)]
+    Cursor(#[from] CursorError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Turn(#[from] RuntimeError),
+    #[error(transparent)]
+    Agent(#[from] AgentError),
+    /// An async execution's result could not be sealed.
+    #[error("the execution result could not be sealed: {0}")]
+    Result(String),
+}
 
 const TITLE_CHARS: usize = 80;
 
@@ -20,10 +43,6 @@ pub fn narrowed_subject(subject: &str, user_id: Option<&str>) -> String {
         Some(u) => format!("{subject}\u{0}user:{u}"),
         None => subject.to_owned(),
     }
-}
-
-fn not_found() -> ApiError {
-    ApiError::new(ErrorCode::SessionNotFound, "session not found")
 }
 
 /// Who is asking for a session.
@@ -84,14 +103,18 @@ pub fn new_record(
 }
 
 /// A live session owned by `scope` (any user of that principal), else 404.
-pub async fn get_owned(app: &AppState, scope: &Scope, id: &str) -> Result<SessionRecord, ApiError> {
+pub async fn get_owned(
+    app: &AppState,
+    scope: &Scope,
+    id: &str,
+) -> Result<SessionRecord, SessionError> {
     let rec = app
         .store
         .get_session(id, app.clock.now())
         .await?
-        .ok_or_else(not_found)?;
+        .ok_or(SessionError::NotFound)?;
     if rec.org != scope.org || rec.subject != scope.subject {
-        return Err(not_found());
+        return Err(SessionError::NotFound);
     }
     Ok(rec)
 }
@@ -101,10 +124,10 @@ pub async fn get_for_chat(
     app: &AppState,
     turn: &ChatTurn,
     id: &str,
-) -> Result<SessionRecord, ApiError> {
+) -> Result<SessionRecord, SessionError> {
     let rec = get_owned(app, &turn.scope, id).await?;
     if rec.user_id != turn.user_id || !(rec.agent_id.is_empty() || rec.agent_id == turn.agent_id) {
-        return Err(not_found());
+        return Err(SessionError::NotFound);
     }
     Ok(rec)
 }
@@ -118,7 +141,11 @@ fn context<'a>(rec: &'a SessionRecord, subject: &'a str) -> CursorContext<'a> {
 }
 
 /// The conversation stored in `rec` (empty if nothing was said yet).
-pub fn open(app: &AppState, rec: &SessionRecord, cfg: &str) -> Result<ConversationState, ApiError> {
+pub fn open(
+    app: &AppState,
+    rec: &SessionRecord,
+    cfg: &str,
+) -> Result<ConversationState, SessionError> {
     let now = app.clock.now();
     match &rec.sealed {
         None => Ok(ConversationState::new(rec.created_at.min(now), cfg)),
@@ -128,7 +155,11 @@ pub fn open(app: &AppState, rec: &SessionRecord, cfg: &str) -> Result<Conversati
                 .open_stored(token, &context(rec, &subject), now)
                 .map_err(|e| {
                     tracing::warn!(session = %rec.id, reason = %e, "stored session state refused");
-                    ApiError::from_stored(e, "session", crate::error::ErrorCode::SessionNotFound)
+                    match e {
+                        CursorError::Expired => SessionError::NotFound,
+                        CursorError::ConversationExpired => SessionError::Cursor(e),
+                        other => SessionError::Unreadable(other),
+                    }
                 })
         }
     }
@@ -140,7 +171,7 @@ pub fn seal(
     rec: &mut SessionRecord,
     state: &mut ConversationState,
     budget: Budget,
-) -> Result<(), ApiError> {
+) -> Result<(), SessionError> {
     let now = app.clock.now();
     let ttl = (rec.expires_at - now).clamp(1, MAX_TTL as i64) as u64;
     let subject = narrowed_subject(&rec.subject, rec.user_id.as_deref());
@@ -158,7 +189,7 @@ pub fn seal(
 }
 
 /// Write `rec` back: insert when `new`, else compare-and-set on its version.
-pub async fn save(app: &AppState, rec: SessionRecord, new: bool) -> Result<(), ApiError> {
+pub async fn save(app: &AppState, rec: SessionRecord, new: bool) -> Result<(), SessionError> {
     let now = app.clock.now();
     if new {
         app.store.create_session(rec, now).await?;
@@ -182,13 +213,13 @@ pub fn title_of(text: &str) -> String {
 }
 
 /// Run one chat turn on a (new or existing) session and store the result.
-pub async fn chat(app: &AppState, turn: ChatTurn) -> Result<ChatReply, ApiError> {
+pub async fn chat(app: &AppState, turn: ChatTurn) -> Result<ChatReply, SessionError> {
     let (prepared, cx, conversation, input) = prepare(app, turn, false).await?;
     let outcome = run_to_end(run_turn(cx, conversation, input))
         .await
         .map_err(|e| {
             tracing::warn!(error = %e, "turn failed");
-            ApiError::from(e)
+            SessionError::from(e)
         })?;
     finish(app, prepared, outcome, None).await
 }
@@ -198,7 +229,7 @@ pub async fn chat(app: &AppState, turn: ChatTurn) -> Result<ChatReply, ApiError>
 /// and the execution's result are one write.
 pub struct JobCommit<'a> {
     pub request_id: &'a str,
-    pub seal_result: &'a (dyn Fn(&ChatReply) -> Result<String, ApiError> + Sync),
+    pub seal_result: &'a (dyn Fn(&ChatReply) -> Result<String, String> + Sync),
 }
 
 /// Like [`chat`], committing `job` with the turn; returns the reply and the
@@ -207,18 +238,17 @@ pub async fn chat_for_job(
     app: &AppState,
     turn: ChatTurn,
     job: JobCommit<'_>,
-) -> Result<(ChatReply, String), ApiError> {
+) -> Result<(ChatReply, String), SessionError> {
     let (prepared, cx, conversation, input) = prepare(app, turn, false).await?;
     let outcome = run_to_end(run_turn(cx, conversation, input))
         .await
         .map_err(|e| {
             tracing::warn!(error = %e, "turn failed");
-            ApiError::from(e)
+            SessionError::from(e)
         })?;
     let mut sealed = None;
     let reply = finish(app, prepared, outcome, Some((&job, &mut sealed))).await?;
-    let sealed =
-        sealed.ok_or_else(|| ApiError::new(ErrorCode::Internal, "job result not sealed"))?;
+    let sealed = sealed.ok_or_else(|| SessionError::Result("not sealed".into()))?;
     Ok((reply, sealed))
 }
 
@@ -229,7 +259,7 @@ pub async fn committed_job(
     app: &AppState,
     id: &str,
     request_id: &str,
-) -> Result<Option<Option<String>>, ApiError> {
+) -> Result<Option<Option<String>>, SessionError> {
     let Some(rec) = app.store.get_session(id, app.clock.now()).await? else {
         return Ok(None);
     };
@@ -257,7 +287,7 @@ pub async fn prepare(
     app: &AppState,
     turn: ChatTurn,
     streaming: bool,
-) -> Result<(Prepared, TurnContext, ConversationState, TurnInput), ApiError> {
+) -> Result<(Prepared, TurnContext, ConversationState, TurnInput), SessionError> {
     let cx = app.turn_context(&turn.agent_id)?;
     let agent = cx.agent.clone();
     let now = app.clock.now();
@@ -298,7 +328,7 @@ pub async fn finish(
     prepared: Prepared,
     outcome: TurnOutcome,
     job: Option<(&JobCommit<'_>, &mut Option<String>)>,
-) -> Result<ChatReply, ApiError> {
+) -> Result<ChatReply, SessionError> {
     let Prepared {
         mut rec,
         new,
@@ -334,7 +364,7 @@ pub async fn finish(
         tool_runs,
     };
     if let Some((job, sealed)) = job {
-        let result = (job.seal_result)(&reply)?;
+        let result = (job.seal_result)(&reply).map_err(SessionError::Result)?;
         rec.jobs.push(job.request_id.to_owned());
         let excess = rec.jobs.len().saturating_sub(crate::store::MAX_JOB_MARKS);
         rec.jobs.drain(..excess);
