@@ -79,6 +79,16 @@ mod sigterm {
     /// Start the `agentgate` binary on a free port with `upstream` as its
     /// OpenAI provider; returns the child and its port (read from its log).
     async fn start(upstream: &str, dir: &tempfile::TempDir) -> (Child, u16) {
+        let (child, port, _log) = start_logged(upstream, dir).await;
+        (child, port)
+    }
+
+    /// Like [`start`], also returning every log line the binary writes
+    /// (complete once it has exited).
+    async fn start_logged(
+        upstream: &str,
+        dir: &tempfile::TempDir,
+    ) -> (Child, u16, Arc<std::sync::Mutex<Vec<String>>>) {
         agentgate::install_crypto_provider();
         let config = dir.path().join("agentgate.toml");
         std::fs::write(
@@ -102,9 +112,12 @@ mod sigterm {
             .spawn()
             .expect("the agentgate binary starts");
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = log.clone();
         let port = tokio::time::timeout(Duration::from_secs(30), async {
             while let Some(line) = lines.next_line().await.unwrap() {
                 let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+                seen.lock().unwrap().push(line);
                 if v["fields"]["message"] == "listening" {
                     return v["fields"]["port"].as_u64().unwrap() as u16;
                 }
@@ -113,9 +126,13 @@ mod sigterm {
         })
         .await
         .expect("the binary logs its port");
-        // Keep draining its log so that it never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        (child, port)
+        // Keep reading its log so that it never blocks on a full pipe.
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                seen.lock().unwrap().push(line);
+            }
+        });
+        (child, port, log)
     }
 
     fn sigterm(child: &Child) {
@@ -201,5 +218,39 @@ mod sigterm {
             .expect("an idle replica exits well before the 30 s grace period")
             .unwrap();
         assert!(status.success(), "{status:?}");
+    }
+
+    #[tokio::test]
+    async fn malformed_http_from_a_client_writes_no_error_lines() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let up = RawUpstream::start(Script::Bytes(Vec::new())).await;
+        let dir = tempfile::tempdir().unwrap();
+        let (mut child, port, log) = start_logged(&up.base, &dir).await;
+        for garbage in [
+            &b"GARBAGE / HTTP/9.9\r\n\r\n"[..],
+            b"POST /healthz HTTP/1.1\r\ncontent-length: x\r\n\r\n",
+            b"\x00\x01\x02\r\n\r\n",
+        ] {
+            let mut socket = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .unwrap();
+            socket.write_all(garbage).await.unwrap();
+            let mut answer = Vec::new();
+            let _ =
+                tokio::time::timeout(Duration::from_secs(5), socket.read_to_end(&mut answer)).await;
+        }
+        sigterm(&child);
+        let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+            .await
+            .expect("exits")
+            .unwrap();
+        assert!(status.success());
+        let log = log.lock().unwrap();
+        let errors: Vec<&String> = log.iter().filter(|l| l.contains("\"ERROR\"")).collect();
+        assert!(errors.is_empty(), "{errors:?}");
+        assert!(
+            log.iter().any(|l| l.contains("stopped")),
+            "the log was read to the end"
+        );
     }
 }
