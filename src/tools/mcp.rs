@@ -110,6 +110,8 @@ impl Connection {
         }
         let config = StreamableHttpClientTransportConfig::with_uri(self.url.as_str())
             .custom_headers(self.headers.clone())
+            .max_sse_event_size(self.max_read_bytes())
+            .max_json_response_size(self.max_read_bytes())
             .reinit_on_expired_session(true);
         let transport = StreamableHttpClientTransport::with_client(self.http.clone(), config);
         let listener = Listener {
@@ -122,6 +124,13 @@ impl Connection {
         let session = Arc::new(session);
         *slot = Some(session.clone());
         Ok(session)
+    }
+
+    /// The most one response (or one streamed event) may make us read: room
+    /// for a tool list and a result's envelope around `max_result_bytes`.
+    /// Past it the call fails as a tool error; rmcp checks it as bytes arrive.
+    fn max_read_bytes(&self) -> usize {
+        (4 * self.max_result_bytes).max(4 * 1_048_576)
     }
 
     /// Forget the session (the next call initialises a new one).
