@@ -21,6 +21,8 @@ pub const DEFAULT_CONFIG_PATH: &str = "config/agentgate.toml";
 pub const KEYS_ENV: &str = "AGENTGATE_CURSOR_KEYS";
 pub const KEYS_FILE_ENV: &str = "AGENTGATE_CURSOR_KEYS_FILE";
 const MIN_BODY_BYTES: usize = 2 * 1024 * 1024;
+/// Longest provider timeout, ms (an hour).
+const MAX_TIMEOUT_MS: u64 = 3_600_000;
 
 /// Errors found while loading configuration; each names the offending key.
 #[derive(Debug, thiserror::Error)]
@@ -533,6 +535,21 @@ impl Settings {
                 ),
             ));
         }
+        if s.shutdown_grace_seconds > 3600 {
+            return Err(invalid(
+                "server.shutdown_grace_seconds",
+                "must be 0 to 3600",
+            ));
+        }
+        if s.workers > 1024 {
+            return Err(invalid(
+                "server.workers",
+                "must be 0 (one per core) to 1024",
+            ));
+        }
+        if !(1..=10_000).contains(&s.replicas) {
+            return Err(invalid("server.replicas", "must be 1 to 10000"));
+        }
         if !(1..=3600).contains(&s.body_timeout_seconds) {
             return Err(invalid("server.body_timeout_seconds", "must be 1 to 3600"));
         }
@@ -687,8 +704,8 @@ impl Settings {
                 ("idle_timeout_ms", p.idle_timeout_ms),
                 ("total_timeout_ms", p.total_timeout_ms),
             ] {
-                if v == 0 {
-                    return Err(invalid(key(field), "must be at least 1"));
+                if !(1..=MAX_TIMEOUT_MS).contains(&v) {
+                    return Err(invalid(key(field), "must be 1 to 3600000"));
                 }
             }
             if p.max_retries > 10 {
@@ -829,8 +846,8 @@ impl Settings {
                 ("idle_timeout_ms", a.idle_timeout_ms),
                 ("total_timeout_ms", a.total_timeout_ms),
             ] {
-                if v == Some(0) {
-                    return Err(invalid(key(field), "must be at least 1"));
+                if v.is_some_and(|v| !(1..=MAX_TIMEOUT_MS).contains(&v)) {
+                    return Err(invalid(key(field), "must be 1 to 3600000"));
                 }
             }
             if a.thinking_budget_tokens.is_some_and(|b| b < 1024) {

@@ -2,15 +2,19 @@
 //!
 //! Accepting a job writes a `pending` execution record and queues the job in
 //! the store; a worker (on any replica sharing the store) leases it, marks it
-//! `running`, runs the turn through [`sessions::chat`] while renewing the
-//! lease, and records `complete` (with the sealed result) or `failed` (with a
-//! readable message). A panic in a turn is caught and recorded as `failed`. If
-//! the replica dies mid-job, another one reclaims the job once its lease
-//! lapses and runs it again; after `[jobs] max_attempts` deliveries it is
-//! `failed`. A re-run starts from the same stored session state (the dead
-//! attempt never wrote it), so the conversation id and turn, and with them
-//! tool idempotency keys, are stable across attempts. Job inputs and results are sealed with the cursor
-//! keys, bound to the organisation, the execution and the caller.
+//! `running`, runs the turn through [`sessions::chat_for_job`] while renewing
+//! the lease, and records `complete` (with the sealed result) or `failed`
+//! (with a readable message). Statuses only move forward. A panic in a turn
+//! is caught and recorded as `failed`. If the replica dies mid-job, another
+//! one reclaims the job once its lease lapses and runs it again (a worker
+//! that finds its lease taken stops); after `[jobs] max_attempts` deliveries
+//! it is `failed`. The turn and the job's sealed result are written to the
+//! session in one compare-and-set, so a re-run either starts from the same
+//! stored state as the attempt it replaces (the conversation id and turn,
+//! and with them tool idempotency keys, are stable across attempts) or finds
+//! the turn committed and completes with its result. Job inputs and results
+//! are sealed with the cursor keys, bound to the organisation, the execution
+//! and the caller.
 
 use std::sync::Arc;
 
@@ -135,11 +139,13 @@ impl Workers {
 /// Start `[jobs] workers` tasks taking jobs from the store's queue, each also
 /// reclaiming jobs whose lease lapsed.
 pub fn start_workers(app: Arc<AppState>) -> Workers {
-    let consumer = format!("replica-{}", uuid::Uuid::new_v4().simple());
+    let replica = format!("replica-{}", uuid::Uuid::new_v4().simple());
     let handles = (0..app.settings.jobs.workers)
         .map(|i| {
             let app = app.clone();
-            let consumer = consumer.clone();
+            // One consumer per worker: a lease is held by the worker running
+            // it, so a sibling that reclaims it is told apart from its holder.
+            let consumer = format!("{replica}-w{i}");
             tokio::spawn(async move { worker(app, consumer, i).await }).abort_handle()
         })
         .collect();
@@ -189,15 +195,23 @@ async fn process(app: &AppState, consumer: &str, lease: Lease) {
     async {
         let max = app.settings.jobs.max_attempts;
         if lease.deliveries > u64::from(max) {
-            let msg = format!("the execution was abandoned after {max} attempt(s)");
-            set_status(
-                app,
-                &job,
-                ExecutionStatus::Failed,
-                None,
-                Some((msg, ErrorCode::Internal.as_str().to_owned())),
-            )
-            .await;
+            // The last attempt may have committed the turn before dying.
+            match sessions::committed_job(app, &job.session_id, &job.request_id).await {
+                Ok(Some(Some(result))) => {
+                    set_status(app, &job, ExecutionStatus::Complete, Some(result), None).await;
+                }
+                _ => {
+                    let msg = format!("the execution was abandoned after {max} attempt(s)");
+                    set_status(
+                        app,
+                        &job,
+                        ExecutionStatus::Failed,
+                        None,
+                        Some((msg, ErrorCode::Internal.as_str().to_owned())),
+                    )
+                    .await;
+                }
+            }
         } else if is_finished(app, &job).await {
             tracing::info!("job already finished by an earlier attempt");
         } else {
@@ -437,7 +451,7 @@ async fn execute(app: &AppState, job: &Job) -> Result<String, JobError> {
             .seal_blob(&result, &rec_ctx, expires)
             .map_err(|e| format!("job result: {e}"))
     };
-    let (_, sealed) = sessions::chat_for_job(
+    let sealed = sessions::chat_for_job(
         app,
         ChatTurn {
             scope: Scope {
@@ -455,8 +469,21 @@ async fn execute(app: &AppState, job: &Job) -> Result<String, JobError> {
             seal_result: &seal_result,
         },
     )
-    .await?;
-    Ok(sealed)
+    .await;
+    match sealed {
+        Ok((_, sealed)) => Ok(sealed),
+        // Another attempt (the one this one replaced, stalled rather than
+        // dead) wrote the session first: if that write was this job's turn,
+        // its result is the execution's.
+        Err(SessionError::Store(StoreError::Conflict)) => {
+            match sessions::committed_job(app, &job.session_id, &job.request_id).await? {
+                Some(Some(result)) => Ok(result),
+                Some(None) => Err(JobError::ResultLost),
+                None => Err(SessionError::Store(StoreError::Conflict).into()),
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Open a complete execution's sealed result.

@@ -132,10 +132,16 @@ pub async fn get_for_chat(
     Ok(rec)
 }
 
-fn context<'a>(rec: &'a SessionRecord, subject: &'a str) -> CursorContext<'a> {
+/// The AAD agent slot of a session's stored state: the session's id and
+/// agent, so that one session's state never opens as another record's.
+fn slot(rec: &SessionRecord) -> String {
+    format!("session:{}:{}", rec.id, rec.agent_id)
+}
+
+fn context<'a>(rec: &'a SessionRecord, slot: &'a str, subject: &'a str) -> CursorContext<'a> {
     CursorContext {
         project: &rec.org,
-        agent: &rec.agent_id,
+        agent: slot,
         subject,
     }
 }
@@ -151,16 +157,27 @@ pub fn open(
         None => Ok(ConversationState::new(rec.created_at.min(now), cfg)),
         Some(token) => {
             let subject = narrowed_subject(&rec.subject, rec.user_id.as_deref());
-            app.codec
-                .open_stored(token, &context(rec, &subject), now)
-                .map_err(|e| {
-                    tracing::warn!(session = %rec.id, reason = %e, "stored session state refused");
-                    match e {
-                        CursorError::Expired => SessionError::NotFound,
-                        CursorError::ConversationExpired => SessionError::Cursor(e),
-                        other => SessionError::Unreadable(other),
-                    }
-                })
+            let slot = slot(rec);
+            let opened = match app
+                .codec
+                .open_stored(token, &context(rec, &slot, &subject), now)
+            {
+                // States stored before the slot held the session id (the
+                // plain agent id then) are still read until they expire.
+                Err(CursorError::Invalid(crate::cursor::InvalidReason::Authentication)) => {
+                    let legacy = context(rec, &rec.agent_id, &subject);
+                    app.codec.open_stored(token, &legacy, now)
+                }
+                other => other,
+            };
+            opened.map_err(|e| {
+                tracing::warn!(session = %rec.id, reason = %e, "stored session state refused");
+                match e {
+                    CursorError::Expired => SessionError::NotFound,
+                    CursorError::ConversationExpired => SessionError::Cursor(e),
+                    other => SessionError::Unreadable(other),
+                }
+            })
         }
     }
 }
@@ -175,9 +192,10 @@ pub fn seal(
     let now = app.clock.now();
     let ttl = (rec.expires_at - now).clamp(1, MAX_TTL as i64) as u64;
     let subject = narrowed_subject(&rec.subject, rec.user_id.as_deref());
+    let slot = slot(rec);
     let sealed = app
         .codec
-        .seal_stored(state, budget, &context(rec, &subject), now, ttl)?;
+        .seal_stored(state, budget, &context(rec, &slot, &subject), now, ttl)?;
     rec.message_count = state
         .history
         .iter()

@@ -182,9 +182,13 @@ impl Application {
         let handle = server.handle();
         state.set_lifecycle(Lifecycle::Ready);
         tracing::info!(port, "listening");
+        let counts = tokio::spawn(log_open_counts(state.clone().into_inner()));
         let mut server = std::pin::pin!(server);
         tokio::select! {
-            result = &mut server => result,
+            result = &mut server => {
+                counts.abort();
+                result
+            }
             signal = signals.recv() => {
                 tracing::info!(signal, "shutting down: listener closed, draining in-flight requests");
                 state.set_lifecycle(Lifecycle::Draining);
@@ -199,6 +203,8 @@ impl Application {
                 .await;
                 // Unfinished jobs stay leased in a shared store and are reclaimed elsewhere.
                 workers.abort();
+                counts.abort();
+                log_counts(&state.codec);
                 match drained {
                     Ok(result) => {
                         tracing::info!("stopped");
@@ -211,6 +217,36 @@ impl Application {
                 }
             }
         }
+    }
+}
+
+/// How often the per-key open counts are logged (when they changed).
+const OPEN_COUNTS_EVERY: Duration = Duration::from_secs(300);
+
+/// Log each key's open count every [`OPEN_COUNTS_EVERY`] when it changed:
+/// before removing a retired key, an operator waits for its count to stop
+/// moving on every replica (docs/operations.md).
+async fn log_open_counts(state: Arc<AppState>) {
+    let mut last = Vec::new();
+    loop {
+        tokio::time::sleep(OPEN_COUNTS_EVERY).await;
+        let now: Vec<u64> = state
+            .codec
+            .keyring()
+            .open_counts()
+            .iter()
+            .map(|(_, n)| *n)
+            .collect();
+        if now != last {
+            log_counts(&state.codec);
+            last = now;
+        }
+    }
+}
+
+fn log_counts(codec: &CursorCodec) {
+    for (kid, opened) in codec.keyring().open_counts() {
+        tracing::info!(target: "agentgate::cursor", kid, opened, "cursor opens by key since start");
     }
 }
 

@@ -7,7 +7,7 @@ use crate::tools::{Expose, ToolRun};
 
 /// The run's arguments as JSON (the raw text if the model wrote invalid JSON).
 pub fn input(run: &ToolRun) -> Value {
-    serde_json::from_str(&run.call.arguments)
+    crate::tools::parse_arguments(&run.call.arguments)
         .unwrap_or_else(|_| Value::String(run.call.arguments.clone()))
 }
 

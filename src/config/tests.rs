@@ -132,6 +132,20 @@ fn bad_files_fail_naming_the_key() {
             "tools[0].name",
         ),
         ("[log]\nlevel = \"nonsense==\"", "log.level"),
+        (
+            "[server]\nshutdown_grace_seconds = 999999999999",
+            "server.shutdown_grace_seconds",
+        ),
+        ("[server]\nworkers = 5000", "server.workers"),
+        ("[server]\nreplicas = 0", "server.replicas"),
+        (
+            "[[providers]]\nname = \"a\"\nkind = \"anthropic\"\nidle_timeout_ms = 9223372036854775807",
+            "providers[0].idle_timeout_ms",
+        ),
+        (
+            &format!("{MINIMAL}total_timeout_ms = 99999999999"),
+            "agents[0].total_timeout_ms",
+        ),
         ("[jobs]\nlease_seconds = 0", "jobs.lease_seconds"),
         ("[jobs]\nmax_attempts = 0", "jobs.max_attempts"),
         ("[jobs]\nmax_attempts = 1000", "jobs.max_attempts"),

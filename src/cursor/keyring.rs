@@ -231,6 +231,15 @@ impl Keyring {
     pub fn keys(&self) -> &[MasterKey] {
         &self.keys
     }
+
+    /// How many tokens (cursors and sealed blobs) each key has opened since
+    /// start: what an operator watches before removing a retired key.
+    pub fn open_counts(&self) -> Vec<(&str, u64)> {
+        self.keys
+            .iter()
+            .map(|k| (k.kid(), k.opened.load(Ordering::Relaxed)))
+            .collect()
+    }
 }
 
 impl fmt::Debug for Keyring {

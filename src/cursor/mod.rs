@@ -261,7 +261,7 @@ impl CursorCodec {
         token: &str,
         ctx: &CursorContext<'_>,
         now: i64,
-    ) -> Result<Vec<u8>, CursorError> {
+    ) -> Result<zeroize::Zeroizing<Vec<u8>>, CursorError> {
         let opened = match token::open(Purpose::StoredBlob, &self.keys, token, ctx, now) {
             Err(CursorError::Invalid(InvalidReason::Authentication)) => {
                 token::open(Purpose::Cursor, &self.keys, token, ctx, now)?
@@ -270,7 +270,7 @@ impl CursorCodec {
         };
         let json =
             claims::unpad(&opened.plaintext).ok_or(CursorError::Invalid(InvalidReason::Claims))?;
-        Ok(json.to_vec())
+        Ok(zeroize::Zeroizing::new(json.to_vec()))
     }
 }
 

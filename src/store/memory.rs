@@ -30,8 +30,11 @@ struct Inner {
     jobs: std::collections::VecDeque<(String, String)>,
     next_job_id: u64,
     once: HashMap<String, Once>,
-    /// The bytes of everything held, by the `*_bytes` functions below.
+    /// The bytes of everything held, by the `*_bytes` functions below
+    /// (queued job payloads included).
     bytes: usize,
+    /// When expired records were last purged (at most once a second).
+    purged_at: i64,
 }
 
 fn opt(s: &Option<String>) -> usize {
@@ -71,17 +74,36 @@ fn once_bytes(key: &str, o: &Once) -> usize {
 }
 
 impl Inner {
+    /// Drop expired records, subtracting what they held. A full store asked
+    /// again within the same second is not scanned again.
     fn purge(&mut self, now: i64) {
-        self.sessions.retain(|_, s| s.expires_at > now);
-        self.executions.retain(|_, e| e.expires_at > now);
-        self.once.retain(|_, o| o.2 > now);
-        self.bytes = self.sessions.values().map(session_bytes).sum::<usize>()
-            + self.executions.values().map(execution_bytes).sum::<usize>()
-            + self
-                .once
-                .iter()
-                .map(|(k, o)| once_bytes(k, o))
-                .sum::<usize>();
+        if now <= self.purged_at {
+            return;
+        }
+        self.purged_at = now;
+        let mut freed = 0usize;
+        self.sessions.retain(|_, s| {
+            let keep = s.expires_at > now;
+            if !keep {
+                freed += session_bytes(s);
+            }
+            keep
+        });
+        self.executions.retain(|_, e| {
+            let keep = e.expires_at > now;
+            if !keep {
+                freed += execution_bytes(e);
+            }
+            keep
+        });
+        self.once.retain(|k, o| {
+            let keep = o.2 > now;
+            if !keep {
+                freed += once_bytes(k, o);
+            }
+            keep
+        });
+        self.bytes = self.bytes.saturating_sub(freed);
     }
 
     fn len(&self) -> usize {
@@ -301,9 +323,12 @@ impl Store for MemoryStore {
     async fn enqueue(&self, payload: String, max_queued: usize) -> Result<(), StoreError> {
         {
             let mut inner = self.lock()?;
-            if inner.jobs.len() >= max_queued {
+            if inner.jobs.len() >= max_queued
+                || inner.bytes.saturating_add(payload.len()) > self.max_bytes
+            {
                 return Err(StoreError::Full);
             }
+            inner.bytes += payload.len();
             inner.next_job_id += 1;
             let id = inner.next_job_id.to_string();
             inner.jobs.push_back((id, payload));
@@ -320,7 +345,15 @@ impl Store for MemoryStore {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let notified = self.job_ready.notified();
-            if let Some((id, payload)) = self.lock()?.jobs.pop_front() {
+            let taken = {
+                let mut inner = self.lock()?;
+                let job = inner.jobs.pop_front();
+                if let Some((_, payload)) = &job {
+                    inner.bytes = inner.bytes.saturating_sub(payload.len());
+                }
+                job
+            };
+            if let Some((id, payload)) = taken {
                 return Ok(Some(Lease {
                     id,
                     payload,

@@ -146,31 +146,38 @@ fn template_names(url: &str) -> Vec<&str> {
 }
 
 /// Placeholders may fill path segments and query values only: never the
-/// scheme, host or port (a model could then point the tool anywhere: SSRF),
-/// a query key, or the fragment.
+/// scheme, user info, host or port (a model could then point the tool
+/// anywhere: SSRF), a query key, or the fragment. Checked on the URL as the
+/// parser reads it, with a marker in each placeholder's place, so that no
+/// spelling (`https:/{host}`, `http:\\{host}`) slips a placeholder into the authority.
 fn check_placeholders(url: &str) -> Result<(), String> {
-    let after_scheme = url.find("://").map_or(0, |i| i + 3);
-    let path_start = url[after_scheme..]
-        .find(['/', '?', '#'])
-        .map_or(url.len(), |i| after_scheme + i);
-    if url[..path_start].contains(['{', '}']) {
+    const MARK: &str = "zq0placeholder0zq";
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err("url must start with http:// or https://".into());
+    }
+    let probe = template_names(url)
+        .into_iter()
+        .fold(url.to_owned(), |u, n| u.replace(&format!("{{{n}}}"), MARK));
+    if probe.contains(['{', '}']) {
+        return Err("url: a { or } that is not a whole {placeholder}".into());
+    }
+    let parsed = reqwest::Url::parse(&probe).map_err(|e| format!("url: {e}"))?;
+    let marked = |part: &str| part.contains(MARK);
+    if marked(parsed.scheme())
+        || marked(parsed.username())
+        || parsed.password().is_some_and(marked)
+        || parsed.host_str().is_some_and(marked)
+    {
         return Err(
-            "url: placeholders may only fill path segments and query values, not the scheme, host or port"
+            "url: placeholders may only fill path segments and query values, not the scheme, user, host or port"
                 .into(),
         );
     }
-    let rest = &url[path_start..];
-    let (before_fragment, fragment) = rest.split_once('#').unwrap_or((rest, ""));
-    if fragment.contains(['{', '}']) {
+    if parsed.fragment().is_some_and(marked) {
         return Err("url: placeholders may not be in the fragment".into());
     }
-    if let Some((_, query)) = before_fragment.split_once('?') {
-        for pair in query.split('&') {
-            let key = pair.split_once('=').map_or(pair, |(k, _)| k);
-            if key.contains(['{', '}']) {
-                return Err("url: placeholders may fill query values, not query keys".into());
-            }
-        }
+    if parsed.query_pairs().any(|(k, _)| marked(&k)) {
+        return Err("url: placeholders may fill query values, not query keys".into());
     }
     Ok(())
 }
@@ -290,6 +297,11 @@ mod tests {
             "https://user:{pw}@example.com/",
             "https://example.com/v1?{key}=1",
             "https://example.com/v1#{frag}",
+            "https:/{host}/v1",
+            "http:\\\\{host}/v1",
+            "https://{a}.{b}/v1",
+            "ftp://example.com/{x}",
+            "https://example.com/{x}}",
         ] {
             assert!(check_placeholders(bad).is_err(), "{bad}");
         }

@@ -416,3 +416,18 @@ async fn an_mcp_server_redirect_is_not_followed_with_its_headers() {
     assert!(up.hits() >= 1, "discovery reached the server");
     assert_eq!(other.hits(), 0, "the redirect target never heard from us");
 }
+
+#[tokio::test]
+async fn a_declared_content_length_past_the_bound_is_refused_without_reading_or_retrying() {
+    // Declares 100 MiB, sends nothing and closes: read, this would be a cut
+    // body (retried); refused from the header, it is one attempt.
+    let up = RawUpstream::start(Script::Bytes(
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 104857600\r\nconnection: close\r\n\r\n".to_vec(),
+    ))
+    .await;
+    let app = app_on(&up.base, "max_response_bytes = 1048576\nmax_retries = 2").await;
+    let (status, body) = app.say("p", "gpt", "hi", None).await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(body["error"]["type"], "upstream_error");
+    assert_eq!(up.hits(), 1, "refused at the header, not retried");
+}

@@ -138,9 +138,11 @@ pub async fn user_ids_isolate_sessions_and_narrow_the_sealed_subject(backend: Ba
         .unwrap();
     let sealed = rec.sealed.unwrap();
     let codec = &app.state.codec;
+    // A session's state is bound to the session and its agent.
+    let slot = format!("session:{sid}:echo");
     let ctx = |subject| CursorContext {
         project: "acme",
-        agent: "echo",
+        agent: &slot,
         subject,
     };
     assert!(
@@ -159,6 +161,15 @@ pub async fn user_ids_isolate_sessions_and_narrow_the_sealed_subject(backend: Ba
             .open(&sealed, &ctx("anonymous\u{0}user:u1"), T0)
             .is_err(),
         "a stored state is never a valid cursor"
+    );
+    let other_session = CursorContext {
+        project: "acme",
+        agent: "session:another-session:echo",
+        subject: "anonymous\u{0}user:u1",
+    };
+    assert!(
+        codec.open_stored(&sealed, &other_session, T0).is_err(),
+        "nor another session's state"
     );
     let plaintext_free = !sealed.contains("mine");
     assert!(plaintext_free, "conversation is encrypted at rest");

@@ -839,8 +839,9 @@ async fn a_streamed_confirmation_answer_that_failed_upstream_can_be_retried() {
         last.name, "error",
         "the model call after the tool failed: {events:?}"
     );
-    // Released at once: the retry runs the turn instead of getting 409.
-    let (status, body) = answer(&app, &cursor, &id, "ALLOW").await;
+    // Released (by the dropped guard, in the background): the retry runs
+    // the turn instead of getting 409.
+    let (status, body) = answer_once_released(&app, &cursor, &id).await;
     assert_eq!(status, 200, "{body}");
     let v: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(text_of(&v), "tools said: order at /orders/7");

@@ -205,10 +205,21 @@ async fn claim_confirmation(
             key,
         )))),
         Claim::Repeat(Some(sealed)) => {
-            let cached = state.codec.open_blob(&sealed, ctx, now).map_err(|e| {
-                ApiError::from_stored(e, "confirmation result", ErrorCode::Conflict)
-            })?;
-            String::from_utf8(cached)
+            let slot = once::slot(&key, ctx.agent);
+            let bound = CursorContext {
+                agent: &slot,
+                ..*ctx
+            };
+            // Responses stored before they were bound to their claim used the
+            // request's own context; they live an hour at most.
+            let cached = match state.codec.open_blob(&sealed, &bound, now) {
+                Err(crate::cursor::CursorError::Invalid(
+                    crate::cursor::InvalidReason::Authentication,
+                )) => state.codec.open_blob(&sealed, ctx, now),
+                other => other,
+            }
+            .map_err(|e| ApiError::from_stored(e, "confirmation result", ErrorCode::Conflict))?;
+            String::from_utf8(cached.to_vec())
                 .map(Claimed::Answered)
                 .map_err(|_| ApiError::new(ErrorCode::Internal, "a stored response is not UTF-8"))
         }
@@ -252,7 +263,12 @@ impl Finisher {
         if let Some(guard) = self.guard {
             let ttl = once_ttl(data);
             let exp = (data.clock.now() + ttl as i64) as u64;
-            let sealed = data.codec.seal_blob(body.as_bytes(), &ctx, exp)?;
+            let slot = once::slot(guard.key(), &self.agent.id);
+            let bound = CursorContext {
+                agent: &slot,
+                ..ctx
+            };
+            let sealed = data.codec.seal_blob(body.as_bytes(), &bound, exp)?;
             data.store
                 .finish_once(guard.key(), sealed, ttl, data.clock.now())
                 .await?;
@@ -355,8 +371,8 @@ fn action(p: &PendingAction, tools: &ToolRegistry) -> serde_json::Value {
         PendingKind::ToolConfirmation => {
             let tool = tools.tool(&p.name);
             let spec = tool.as_ref().map(|t| t.spec());
-            let arguments: serde_json::Value =
-                serde_json::from_str(&p.arguments).unwrap_or_else(|_| serde_json::json!({}));
+            let arguments: serde_json::Value = crate::tools::parse_arguments(&p.arguments)
+                .unwrap_or_else(|_| serde_json::json!({}));
             serde_json::json!({
                 "type": "toolConfirmation",
                 "actionId": p.action_id,

@@ -22,6 +22,12 @@ pub fn key(token: &str) -> Option<String> {
     Some(hex(&h.finalize()))
 }
 
+/// The AAD agent slot of a claim's stored response: its key and the agent,
+/// so that one claim's response never opens as another's.
+pub fn slot(key: &str, agent: &str) -> String {
+    format!("once:{key}:{agent}")
+}
+
 /// Whether the request answers at least one confirmation.
 pub fn answers_confirmation(answers: &[ActionAnswer]) -> bool {
     answers
