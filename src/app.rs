@@ -40,6 +40,7 @@ pub enum AgentError {
 #[derive(Debug)]
 pub struct AppState {
     pub settings: Settings,
+    pub auth: crate::auth::Authenticator,
     pub codec: CursorCodec,
     pub agents: AgentRegistry,
     pub providers: ProviderRegistry,

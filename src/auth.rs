@@ -1,13 +1,20 @@
 //! Who is calling: every request resolves to a [`Principal`] here, and only
-//! here. The only mode so far is `none` (development): the subject is
-//! `anonymous` and the tenant is the path's project. Any `Authorization`
-//! header is ignored and never logged. Nothing from the body or from
-//! unverified headers reaches a principal.
+//! here. Nothing from the body or from unverified headers reaches a principal;
+//! the subject bound into cursors comes from the verified credentials only.
+//!
+//! Modes: `none` (development: the subject is `anonymous` and any tenant is
+//! allowed; any `Authorization` header is ignored) and `api_keys`
+//! (`Authorization: Bearer <key>`; only the keys' SHA-256 hashes are
+//! configured, and the presented key's hash is compared with every one of
+//! them in constant time). Credentials are never logged; a key's `id` is.
 
 use actix_web::HttpRequest;
+use actix_web::http::header::AUTHORIZATION;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
 use crate::config::{AuthMode, AuthSettings};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 
 /// The subject used when authentication is off.
 pub const ANONYMOUS: &str = "anonymous";
@@ -17,19 +24,145 @@ pub const ANONYMOUS: &str = "anonymous";
 pub struct Principal {
     pub tenant: String,
     pub subject: String,
+    /// The API key's id, when an API key authenticated the request.
+    pub key_id: Option<String>,
 }
 
-/// Resolve the principal of `req` for `tenant` (taken from the path).
-pub fn authenticate(
-    settings: &AuthSettings,
-    _req: &HttpRequest,
-    tenant: &str,
-) -> Result<Principal, ApiError> {
-    crate::ids::check("project or organisation", tenant).map_err(ApiError::invalid)?;
-    match settings.mode {
-        AuthMode::None => Ok(Principal {
-            tenant: tenant.to_owned(),
-            subject: ANONYMOUS.to_owned(),
-        }),
+/// One configured API key, ready to compare.
+struct ApiKey {
+    id: String,
+    hash: [u8; 32],
+    subject: String,
+    /// `None` for every tenant (`"*"`).
+    tenants: Option<Vec<String>>,
+}
+
+/// Checks credentials as `[auth]` says; built once at start.
+pub struct Authenticator {
+    mode: AuthMode,
+    keys: Vec<ApiKey>,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("mode", &self.mode)
+            .field("keys", &self.keys.iter().map(|k| &k.id).collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+fn decode_hex(hex: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    if hex.len() != 64 {
+        return None;
+    }
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+fn unauthorized(message: &str) -> ApiError {
+    ApiError::new(ErrorCode::Unauthorized, message)
+}
+
+impl Authenticator {
+    /// From validated settings (a hash that does not decode is skipped: the
+    /// settings validation refuses it first).
+    pub fn new(settings: &AuthSettings) -> Self {
+        let keys = settings
+            .api_keys
+            .iter()
+            .filter_map(|k| {
+                Some(ApiKey {
+                    id: k.id.clone(),
+                    hash: decode_hex(&k.sha256)?,
+                    subject: k.subject.clone(),
+                    tenants: (!k.tenants.iter().any(|t| t == "*")).then(|| k.tenants.clone()),
+                })
+            })
+            .collect();
+        Self {
+            mode: settings.mode,
+            keys,
+        }
+    }
+
+    /// Resolve the principal of `req` for `tenant` (taken from the path): 400
+    /// for a tenant that is not a valid id, 401 without valid credentials, 403
+    /// for a tenant the credentials may not use.
+    pub fn authenticate(&self, req: &HttpRequest, tenant: &str) -> Result<Principal, ApiError> {
+        crate::ids::check("project or organisation", tenant).map_err(ApiError::invalid)?;
+        match self.mode {
+            AuthMode::None => Ok(Principal {
+                tenant: tenant.to_owned(),
+                subject: ANONYMOUS.to_owned(),
+                key_id: None,
+            }),
+            AuthMode::ApiKeys => {
+                let key = self.api_key(req)?;
+                let allowed = key
+                    .tenants
+                    .as_ref()
+                    .is_none_or(|t| t.iter().any(|t| t == tenant));
+                if !allowed {
+                    tracing::info!(key_id = %key.id, tenant, "API key used outside its tenants");
+                    return Err(ApiError::new(
+                        ErrorCode::Forbidden,
+                        "these credentials may not use this project or organisation",
+                    ));
+                }
+                Ok(Principal {
+                    tenant: tenant.to_owned(),
+                    subject: key.subject.clone(),
+                    key_id: Some(key.id.clone()),
+                })
+            }
+        }
+    }
+
+    /// The configured key whose hash matches the request's bearer token.
+    fn api_key(&self, req: &HttpRequest) -> Result<&ApiKey, ApiError> {
+        let mut values = req.headers().get_all(AUTHORIZATION);
+        let (Some(value), None) = (values.next(), values.next()) else {
+            return Err(unauthorized(
+                "send one Authorization: Bearer <API key> header",
+            ));
+        };
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| {
+                let (scheme, token) = v.trim().split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+            })
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| unauthorized("the Authorization header must be Bearer <API key>"))?;
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        // Every key is compared, whatever matched: the time taken does not
+        // depend on which key (if any) the token is.
+        let mut found = None;
+        for key in &self.keys {
+            if bool::from(key.hash.ct_eq(&digest)) {
+                found = Some(key);
+            }
+        }
+        found.ok_or_else(|| unauthorized("the API key is not valid"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_hashes_decode_and_bad_ones_do_not() {
+        let hex = "ab".repeat(32);
+        assert_eq!(decode_hex(&hex), Some([0xab; 32]));
+        assert_eq!(decode_hex(&"AB".repeat(32)), Some([0xab; 32]));
+        assert_eq!(decode_hex("abc"), None);
+        assert_eq!(decode_hex(&"zz".repeat(32)), None);
+        assert_eq!(decode_hex(&format!("é{}", "a".repeat(62))), None);
     }
 }

@@ -245,16 +245,34 @@ impl Settings {
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum AuthMode {
+    /// Development only: every caller is `anonymous` in any tenant.
     #[default]
     None,
+    /// `Authorization: Bearer <key>`, checked against `[[auth.api_keys]]`.
+    ApiKeys,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthSettings {
     pub mode: AuthMode,
+    pub api_keys: Vec<ApiKeySettings>,
+}
+
+/// One API key (`[[auth.api_keys]]`): only its SHA-256 is configured.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeySettings {
+    /// Stable id, safe to log.
+    pub id: String,
+    /// Hex SHA-256 of the key.
+    pub sha256: String,
+    /// The subject the key acts as (bound into its cursors).
+    pub subject: String,
+    /// The projects and organisations it may use; `"*"` for all.
+    pub tenants: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
@@ -513,6 +531,7 @@ impl Settings {
         self.validate_sessions()?;
         self.validate_jobs()?;
         self.validate_store()?;
+        self.validate_auth()?;
         let providers = self.validate_providers()?;
         let tools = self.validate_tools()?;
         self.validate_agents(&providers, &tools)
@@ -633,6 +652,65 @@ impl Settings {
         }
         if self.jobs.max_queued > 1_000_000 {
             return Err(invalid("jobs.max_queued", "must be 1 to 1000000"));
+        }
+        Ok(())
+    }
+
+    /// `[auth]`.
+    fn validate_auth(&self) -> Result<(), ConfigError> {
+        let a = &self.auth;
+        if a.mode == AuthMode::ApiKeys && a.api_keys.is_empty() {
+            return Err(invalid(
+                "auth.api_keys",
+                "mode = \"api_keys\" needs at least one [[auth.api_keys]]",
+            ));
+        }
+        if a.mode != AuthMode::ApiKeys && !a.api_keys.is_empty() {
+            return Err(invalid(
+                "auth.api_keys",
+                "only applies to mode = \"api_keys\"",
+            ));
+        }
+        let mut ids = HashSet::new();
+        let mut hashes = HashSet::new();
+        for (i, k) in a.api_keys.iter().enumerate() {
+            let key = |field: &str| format!("auth.api_keys[{i}].{field}");
+            if !crate::ids::is_valid(&k.id) || !ids.insert(k.id.as_str()) {
+                return Err(invalid(
+                    key("id"),
+                    format!(
+                        "{:?} must match {} and be unique",
+                        k.id,
+                        crate::ids::PATTERN
+                    ),
+                ));
+            }
+            let hex_ok = k.sha256.len() == 64 && k.sha256.bytes().all(|b| b.is_ascii_hexdigit());
+            if !hex_ok || !hashes.insert(k.sha256.to_ascii_lowercase()) {
+                return Err(invalid(
+                    key("sha256"),
+                    "must be 64 hex digits (the SHA-256 of the key), unique",
+                ));
+            }
+            if k.subject.is_empty() || k.subject.len() > 256 || k.subject.contains('\0') {
+                return Err(invalid(
+                    key("subject"),
+                    "must be 1 to 256 bytes without NUL",
+                ));
+            }
+            if k.tenants.is_empty()
+                || k.tenants
+                    .iter()
+                    .any(|t| t != "*" && !crate::ids::is_valid(t))
+            {
+                return Err(invalid(
+                    key("tenants"),
+                    format!(
+                        "must list \"*\" or projects and organisations matching {}",
+                        crate::ids::PATTERN
+                    ),
+                ));
+            }
         }
         Ok(())
     }

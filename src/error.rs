@@ -13,6 +13,8 @@ use crate::store::StoreError;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCode {
     InvalidRequest,
+    Unauthorized,
+    Forbidden,
     InvalidCursor,
     CursorExpired,
     CursorTooLarge,
@@ -43,8 +45,10 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 28] = [
+    pub const ALL: [ErrorCode; 30] = [
         ErrorCode::InvalidRequest,
+        ErrorCode::Unauthorized,
+        ErrorCode::Forbidden,
         ErrorCode::InvalidCursor,
         ErrorCode::CursorExpired,
         ErrorCode::CursorTooLarge,
@@ -86,6 +90,8 @@ impl ErrorCode {
     fn row(self) -> (&'static str, u16) {
         match self {
             ErrorCode::InvalidRequest => ("invalid_request", 400),
+            ErrorCode::Unauthorized => ("unauthorized", 401),
+            ErrorCode::Forbidden => ("forbidden", 403),
             ErrorCode::InvalidCursor => ("invalid_cursor", 400),
             ErrorCode::CursorExpired => ("cursor_expired", 400),
             ErrorCode::CursorTooLarge => ("cursor_too_large", 400),

@@ -100,6 +100,7 @@ impl Application {
             ),
         };
         let app_state = Arc::new(AppState {
+            auth: crate::auth::Authenticator::new(&settings.auth),
             settings,
             codec,
             agents,

@@ -17,6 +17,9 @@ use crate::error::{ApiError, ErrorCode};
 /// An error response with `body` (the facade's rendering) and `Retry-After` when set.
 pub fn error_response(err: &ApiError, body: String) -> HttpResponse {
     let mut res = HttpResponse::build(err.code.status());
+    if err.code == ErrorCode::Unauthorized {
+        res.insert_header((actix_web::http::header::WWW_AUTHENTICATE, "Bearer"));
+    }
     if let Some(secs) = err.retry_after {
         res.insert_header((actix_web::http::header::RETRY_AFTER, secs.to_string()));
     }

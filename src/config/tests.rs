@@ -132,6 +132,25 @@ fn bad_files_fail_naming_the_key() {
             "tools[0].name",
         ),
         ("[log]\nlevel = \"nonsense==\"", "log.level"),
+        ("[auth]\nmode = \"api_keys\"", "auth.api_keys"),
+        (
+            "[auth]\nmode = \"api_keys\"\n[[auth.api_keys]]\nid = \"a\"\nsha256 = \"abc\"\nsubject = \"s\"\ntenants = [\"*\"]",
+            "auth.api_keys[0].sha256",
+        ),
+        (
+            &format!(
+                "[auth]\nmode = \"api_keys\"\n[[auth.api_keys]]\nid = \"a\"\nsha256 = \"{}\"\nsubject = \"s\"\ntenants = []",
+                "a".repeat(64)
+            ),
+            "auth.api_keys[0].tenants",
+        ),
+        (
+            &format!(
+                "[[auth.api_keys]]\nid = \"a\"\nsha256 = \"{}\"\nsubject = \"s\"\ntenants = [\"*\"]",
+                "a".repeat(64)
+            ),
+            "auth.api_keys",
+        ),
         (
             "[server]\nshutdown_grace_seconds = 999999999999",
             "server.shutdown_grace_seconds",

@@ -3,6 +3,7 @@
 
 mod anthropic;
 mod anthropic_mock;
+mod auth;
 mod chat;
 mod cursor;
 mod edges;

@@ -11,7 +11,6 @@ use super::wire::{
 };
 use crate::api::report;
 use crate::api::{AppState, body, request_id, sse};
-use crate::auth;
 use crate::cursor::CursorContext;
 use crate::domain::{
     ConversationState, HistoryItem, PendingAction, PendingKind, StopReason, ToolCall,
@@ -61,7 +60,7 @@ async fn chat(
     data: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let state: &AppState = &data;
-    let principal = auth::authenticate(&state.settings.auth, req, project)?;
+    let principal = state.auth.authenticate(req, project)?;
     let request: ChatRequest =
         body::read_json(req, payload, state.settings.server.max_body_bytes).await?;
     let chat = request.validate()?;

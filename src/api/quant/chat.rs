@@ -5,7 +5,6 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use super::error::QuantError;
 use super::wire::{Accepted, ChatRequest, ChatResponse, ChatResponseBody, UsageOut, check_user_id};
 use crate::api::{AppState, body, report, request_id, sse};
-use crate::auth;
 use crate::error::ApiError;
 use crate::jobs;
 use crate::runtime::run_turn;
@@ -33,7 +32,7 @@ async fn handle(
     data: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let app: &AppState = &data;
-    let principal = auth::authenticate(&app.settings.auth, req, &org)?;
+    let principal = app.auth.authenticate(req, &org)?;
     crate::ids::check("agent id", &agent_id).map_err(ApiError::invalid)?;
     let body: ChatRequest =
         body::read_json(req, payload, app.settings.server.max_body_bytes).await?;

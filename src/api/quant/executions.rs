@@ -7,7 +7,6 @@ use super::wire::{
     AssistantResponse, Execution, ExecutionError, ExecutionResult, UsageOut, timestamp,
 };
 use crate::api::AppState;
-use crate::auth;
 use crate::error::{ApiError, ErrorCode};
 use crate::jobs;
 
@@ -28,7 +27,7 @@ async fn render(
     id: &str,
     app: &AppState,
 ) -> Result<HttpResponse, ApiError> {
-    let principal = auth::authenticate(&app.settings.auth, req, org)?;
+    let principal = app.auth.authenticate(req, org)?;
     let not_found = || ApiError::new(ErrorCode::ExecutionNotFound, "execution not found");
     let rec = app
         .store

@@ -10,7 +10,6 @@ use super::wire::{
     timestamp,
 };
 use crate::api::{AppState, body};
-use crate::auth;
 use crate::cursor::{Budget, MAX_TTL};
 use crate::domain::{ConversationState, HistoryItem};
 use crate::error::ApiError;
@@ -20,7 +19,7 @@ use crate::store::{SessionFilter, SessionRecord};
 const MAX_LIST: usize = 100;
 
 fn scope(req: &HttpRequest, app: &AppState, org: &str) -> Result<Scope, ApiError> {
-    let p = auth::authenticate(&app.settings.auth, req, org)?;
+    let p = app.auth.authenticate(req, org)?;
     Ok(Scope {
         org: p.tenant,
         subject: p.subject,
