@@ -79,7 +79,7 @@ mod sigterm {
     /// Start the `agentgate` binary on a free port with `upstream` as its
     /// OpenAI provider; returns the child and its port (read from its log).
     async fn start(upstream: &str, dir: &tempfile::TempDir) -> (Child, u16) {
-        let (child, port, _log) = start_logged(upstream, dir).await;
+        let (child, port, _log, _reader) = start_logged(upstream, dir).await;
         (child, port)
     }
 
@@ -88,7 +88,12 @@ mod sigterm {
     async fn start_logged(
         upstream: &str,
         dir: &tempfile::TempDir,
-    ) -> (Child, u16, Arc<std::sync::Mutex<Vec<String>>>) {
+    ) -> (
+        Child,
+        u16,
+        Arc<std::sync::Mutex<Vec<String>>>,
+        tokio::task::JoinHandle<()>,
+    ) {
         agentgate::install_crypto_provider();
         let config = dir.path().join("agentgate.toml");
         std::fs::write(
@@ -126,13 +131,14 @@ mod sigterm {
         })
         .await
         .expect("the binary logs its port");
-        // Keep reading its log so that it never blocks on a full pipe.
-        tokio::spawn(async move {
+        // Keep reading its log so that it never blocks on a full pipe; the
+        // reader ends at the pipe's end, once the process has exited.
+        let reader = tokio::spawn(async move {
             while let Ok(Some(line)) = lines.next_line().await {
                 seen.lock().unwrap().push(line);
             }
         });
-        (child, port, log)
+        (child, port, log, reader)
     }
 
     fn sigterm(child: &Child) {
@@ -229,7 +235,7 @@ mod sigterm {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let up = RawUpstream::start(Script::Bytes(Vec::new())).await;
         let dir = tempfile::tempdir().unwrap();
-        let (mut child, port, log) = start_logged(&up.base, &dir).await;
+        let (mut child, port, log, reader) = start_logged(&up.base, &dir).await;
         for garbage in [
             &b"GARBAGE / HTTP/9.9\r\n\r\n"[..],
             b"POST /healthz HTTP/1.1\r\ncontent-length: x\r\n\r\n",
@@ -249,6 +255,10 @@ mod sigterm {
             .expect("exits")
             .unwrap();
         assert!(status.success());
+        tokio::time::timeout(Duration::from_secs(10), reader)
+            .await
+            .expect("the log pipe closes once the process exited")
+            .unwrap();
         let log = log.lock().unwrap();
         let errors: Vec<&String> = log.iter().filter(|l| l.contains("\"ERROR\"")).collect();
         assert!(errors.is_empty(), "{errors:?}");
