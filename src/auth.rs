@@ -8,8 +8,8 @@
 //! configured, and the presented key's hash is compared with every one of
 //! them in constant time). Credentials are never logged; a key's `id` is.
 
-use actix_web::HttpRequest;
 use actix_web::http::header::AUTHORIZATION;
+use actix_web::{HttpMessage, HttpRequest};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -27,6 +27,11 @@ pub struct Principal {
     /// The API key's id, when an API key authenticated the request.
     pub key_id: Option<String>,
 }
+
+/// The id of the API key that authenticated a request, in its extensions
+/// (the request log line shows it).
+#[derive(Debug, Clone)]
+pub struct KeyId(pub String);
 
 /// One configured API key, ready to compare.
 struct ApiKey {
@@ -102,6 +107,7 @@ impl Authenticator {
             }),
             AuthMode::ApiKeys => {
                 let key = self.api_key(req)?;
+                req.extensions_mut().insert(KeyId(key.id.clone()));
                 let allowed = key
                     .tenants
                     .as_ref()

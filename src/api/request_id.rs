@@ -1,7 +1,8 @@
 //! `X-Request-Id`: kept from the request when it is `[A-Za-z0-9._-]{1,128}`,
 //! generated otherwise; set on every response, and carried by the request's
 //! tracing span so that every log line of the request has it. One `info` line
-//! per request records its status and latency.
+//! per request records its status, latency and the id of the API key that
+//! authenticated it (never the key).
 
 use std::time::Instant;
 
@@ -51,8 +52,12 @@ pub async fn middleware(
         request_id = %id,
         method = %req.method(),
         path = %req.path(),
+        key_id = tracing::field::Empty,
     );
     let mut res = next.call(req).instrument(span.clone()).await?;
+    if let Some(key) = res.request().extensions().get::<crate::auth::KeyId>() {
+        span.record("key_id", key.0.as_str());
+    }
     if let Ok(value) = HeaderValue::from_str(&id) {
         res.headers_mut().insert(HEADER, value);
     }

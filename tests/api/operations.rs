@@ -94,18 +94,32 @@ mod sigterm {
         Arc<std::sync::Mutex<Vec<String>>>,
         tokio::task::JoinHandle<()>,
     ) {
+        launch(&base_config(upstream, ""), dir).await
+    }
+
+    /// A config: one OpenAI provider on `upstream`, agent `gpt`, then `extra`.
+    pub fn base_config(upstream: &str, extra: &str) -> String {
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 1\nshutdown_grace_seconds = 30\n\n\
+             [[providers]]\nname = \"up\"\nkind = \"openai\"\nbase_url = \"{upstream}\"\n\
+             max_retries = 0\n\n\
+             [[agents]]\nid = \"gpt\"\nprovider = \"up\"\nmodel = \"m\"\n\n{extra}"
+        )
+    }
+
+    /// Start the binary with `config_text`; its port, and its log as it is written.
+    pub async fn launch(
+        config_text: &str,
+        dir: &tempfile::TempDir,
+    ) -> (
+        Child,
+        u16,
+        Arc<std::sync::Mutex<Vec<String>>>,
+        tokio::task::JoinHandle<()>,
+    ) {
         agentgate::install_crypto_provider();
         let config = dir.path().join("agentgate.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 1\nshutdown_grace_seconds = 30\n\n\
-                 [[providers]]\nname = \"up\"\nkind = \"openai\"\nbase_url = \"{upstream}\"\n\
-                 max_retries = 0\n\n\
-                 [[agents]]\nid = \"gpt\"\nprovider = \"up\"\nmodel = \"m\"\n"
-            ),
-        )
-        .unwrap();
+        std::fs::write(&config, config_text).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_agentgate"))
             .args(["serve", "--config"])
             .arg(&config)
@@ -266,5 +280,86 @@ mod sigterm {
             log.iter().any(|l| l.contains("stopped")),
             "the log was read to the end"
         );
+    }
+
+    /// Keys, credentials and cursors never reach the log, even at debug level.
+    #[tokio::test]
+    async fn no_key_credential_or_cursor_appears_in_the_logs() {
+        use sha2::Digest;
+        const API_KEY: &str = "ag-secret-9d8c7b6a5f4e3d2c";
+        let hash: String = sha2::Sha256::digest(API_KEY.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let body = completion("a reply").to_string();
+        let up = RawUpstream::start(Script::Bytes(http(
+            "200 OK",
+            &[("content-type", "application/json")],
+            &body,
+        )))
+        .await;
+        let extra = format!(
+            "[log]\nlevel = \"debug\"\n\n[auth]\nmode = \"api_keys\"\n\n\
+             [[auth.api_keys]]\nid = \"logged-id\"\nsha256 = \"{hash}\"\n\
+             subject = \"svc\"\ntenants = [\"*\"]\n"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let (mut child, port, log, reader) = launch(&base_config(&up.base, &extra), &dir).await;
+        let client = reqwest::Client::new();
+        let url = format!("http://127.0.0.1:{port}/api/v1/projects/p/ai/agents/chat");
+        let mut cursors = Vec::new();
+        let mut body = json!({"agentExternalId": "gpt", "messages": [text_message("hi")]});
+        for _ in 0..2 {
+            let res = client
+                .post(&url)
+                .bearer_auth(API_KEY)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 200);
+            let v: serde_json::Value = res.json().await.unwrap();
+            let cursor = v["response"]["cursor"].as_str().unwrap().to_owned();
+            body["cursor"] = json!(cursor);
+            cursors.push(cursor);
+        }
+        // A wrong key and a forged cursor are refused, and not echoed either.
+        let res = client
+            .post(&url)
+            .bearer_auth("ag-wrong-key-0000")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 401);
+        sigterm(&child);
+        tokio::time::timeout(Duration::from_secs(20), child.wait())
+            .await
+            .expect("exits")
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(10), reader)
+            .await
+            .expect("the log pipe closes")
+            .unwrap();
+        let log = log.lock().unwrap().join("\n");
+        assert!(
+            log.contains("logged-id") || log.contains("svc"),
+            "the log was captured"
+        );
+        let cursor_key = default_keys();
+        let key_bytes = cursor_key.split_once(':').unwrap().1;
+        for secret in [
+            API_KEY,
+            "ag-wrong-key-0000",
+            key_bytes,
+            "sk-test-secret-key-123",
+        ] {
+            assert!(!log.contains(secret), "{secret} is in the log");
+        }
+        for cursor in &cursors {
+            // Not the cursor, nor any long piece of it.
+            let body = cursor.rsplit('.').next().unwrap();
+            assert!(!log.contains(&body[..40]), "a cursor is in the log");
+        }
     }
 }
