@@ -252,6 +252,8 @@ pub enum AuthMode {
     None,
     /// `Authorization: Bearer <key>`, checked against `[[auth.api_keys]]`.
     ApiKeys,
+    /// OIDC bearer tokens of the `[[auth.issuers]]`.
+    Jwt,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, Default)]
@@ -259,6 +261,32 @@ pub enum AuthMode {
 pub struct AuthSettings {
     pub mode: AuthMode,
     pub api_keys: Vec<ApiKeySettings>,
+    pub issuers: Vec<IssuerSettings>,
+}
+
+/// One trusted token issuer (`[[auth.issuers]]`, mode = "jwt").
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerSettings {
+    /// The exact `iss` of its tokens.
+    pub issuer: String,
+    /// The `aud` its tokens must carry.
+    pub audience: String,
+    /// Where its signing keys are published (JWKS).
+    pub jwks_url: String,
+    /// The claim listing the projects and organisations a token may use (a
+    /// string or a list; `"*"` for all).
+    #[serde(default = "defaults::tenants_claim")]
+    pub tenants_claim: String,
+    /// The claim naming the subject.
+    #[serde(default = "defaults::subject_claim")]
+    pub subject_claim: String,
+    /// Signature algorithms accepted (asymmetric only).
+    #[serde(default = "defaults::algorithms")]
+    pub algorithms: Vec<String>,
+    /// Least time between two JWKS fetches (an unknown `kid` triggers one).
+    #[serde(default = "defaults::jwks_refresh_seconds")]
+    pub jwks_refresh_seconds: u64,
 }
 
 /// One API key (`[[auth.api_keys]]`): only its SHA-256 is configured.
@@ -498,6 +526,18 @@ mod defaults {
     pub fn max_tool_call_bytes() -> usize {
         1_048_576
     }
+    pub fn tenants_claim() -> String {
+        "tenants".into()
+    }
+    pub fn subject_claim() -> String {
+        "sub".into()
+    }
+    pub fn jwks_refresh_seconds() -> u64 {
+        10
+    }
+    pub fn algorithms() -> Vec<String> {
+        ["RS256", "ES256", "EdDSA"].map(String::from).to_vec()
+    }
 }
 
 impl Settings {
@@ -670,6 +710,53 @@ impl Settings {
                 "auth.api_keys",
                 "only applies to mode = \"api_keys\"",
             ));
+        }
+        if a.mode == AuthMode::Jwt && a.issuers.is_empty() {
+            return Err(invalid(
+                "auth.issuers",
+                "mode = \"jwt\" needs at least one [[auth.issuers]]",
+            ));
+        }
+        if a.mode != AuthMode::Jwt && !a.issuers.is_empty() {
+            return Err(invalid("auth.issuers", "only applies to mode = \"jwt\""));
+        }
+        const ASYMMETRIC: [&str; 9] = [
+            "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
+        ];
+        let mut issuers = HashSet::new();
+        for (i, iss) in a.issuers.iter().enumerate() {
+            let key = |field: &str| format!("auth.issuers[{i}].{field}");
+            if iss.issuer.is_empty() || !issuers.insert(iss.issuer.as_str()) {
+                return Err(invalid(key("issuer"), "must be non-empty and unique"));
+            }
+            if iss.audience.is_empty() {
+                return Err(invalid(key("audience"), "must not be empty"));
+            }
+            let url = reqwest::Url::parse(&iss.jwks_url)
+                .map_err(|e| invalid(key("jwks_url"), format!("{:?}: {e}", iss.jwks_url)))?;
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err(invalid(key("jwks_url"), "must be an http or https URL"));
+            }
+            if iss.jwks_refresh_seconds > 3600 {
+                return Err(invalid(key("jwks_refresh_seconds"), "must be 0 to 3600"));
+            }
+            if iss.tenants_claim.is_empty() || iss.subject_claim.is_empty() {
+                return Err(invalid(
+                    key("tenants_claim"),
+                    "claim names must not be empty",
+                ));
+            }
+            if iss.algorithms.is_empty()
+                || iss
+                    .algorithms
+                    .iter()
+                    .any(|a| !ASYMMETRIC.contains(&a.as_str()))
+            {
+                return Err(invalid(
+                    key("algorithms"),
+                    format!("must list some of {}", ASYMMETRIC.join(", ")),
+                ));
+            }
         }
         let mut ids = HashSet::new();
         let mut hashes = HashSet::new();

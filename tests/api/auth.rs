@@ -156,3 +156,195 @@ async fn a_cursor_or_session_of_one_key_is_not_another_keys() {
         "another subject does not see the session"
     );
 }
+
+/// `[auth] mode = "jwt"` against a JWKS served by a local HTTP server, with
+/// Ed25519 keys made here.
+mod jwt {
+    use std::sync::{Arc, Mutex};
+
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use ed25519_dalek::SigningKey;
+    use ed25519_dalek::pkcs8::EncodePrivateKey;
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+    use serde_json::{Value, json};
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+
+    use crate::helpers::*;
+
+    const ISS: &str = "https://id.example.test/";
+
+    fn key(seed: u8) -> SigningKey {
+        SigningKey::from_bytes(&[seed; 32])
+    }
+
+    fn jwk(kid: &str, k: &SigningKey) -> Value {
+        json!({"kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": "sig", "kid": kid,
+               "x": URL_SAFE_NO_PAD.encode(k.verifying_key().to_bytes())})
+    }
+
+    /// Serves whatever set is current.
+    struct Jwks(Arc<Mutex<Value>>);
+
+    impl Respond for Jwks {
+        fn respond(&self, _: &Request) -> ResponseTemplate {
+            ResponseTemplate::new(200).set_body_json(self.0.lock().unwrap().clone())
+        }
+    }
+
+    async fn jwks(keys: Vec<Value>) -> (MockServer, Arc<Mutex<Value>>) {
+        let server = MockServer::start().await;
+        let set = Arc::new(Mutex::new(json!({"keys": keys})));
+        Mock::given(method("GET"))
+            .and(path("/jwks.json"))
+            .respond_with(Jwks(set.clone()))
+            .mount(&server)
+            .await;
+        (server, set)
+    }
+
+    async fn app(jwks: &MockServer, refresh: u64) -> TestApp {
+        spawn_app_with(Options {
+            extra_toml: format!(
+                r#"
+[auth]
+mode = "jwt"
+
+[[auth.issuers]]
+issuer = "{ISS}"
+audience = "agentgate"
+jwks_url = "{}/jwks.json"
+tenants_claim = "projects"
+jwks_refresh_seconds = {refresh}
+"#,
+                jwks.uri()
+            ),
+            ..Default::default()
+        })
+        .await
+    }
+
+    fn now() -> i64 {
+        chrono::Utc::now().timestamp()
+    }
+
+    fn claims(sub: &str) -> Value {
+        json!({"iss": ISS, "aud": "agentgate", "sub": sub, "exp": now() + 600,
+               "nbf": now() - 10, "projects": ["p1", "org1"]})
+    }
+
+    fn token(kid: &str, k: &SigningKey, claims: &Value) -> String {
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(kid.into());
+        let der = k.to_pkcs8_der().unwrap();
+        jsonwebtoken::encode(&header, claims, &EncodingKey::from_ed_der(der.as_bytes())).unwrap()
+    }
+
+    async fn say(app: &TestApp, project: &str, token: &str, body: &Value) -> (u16, Value) {
+        let res = app
+            .client
+            .post(app.chat_url(project))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    fn hello() -> Value {
+        json!({"agentExternalId": "echo", "messages": [text_message("hello")]})
+    }
+
+    #[tokio::test]
+    async fn valid_tokens_pass_and_every_broken_one_is_401() {
+        let k1 = key(1);
+        let (server, _) = jwks(vec![jwk("k1", &k1)]).await;
+        let app = app(&server, 10).await;
+        let good = token("k1", &k1, &claims("alice"));
+        let (status, body) = say(&app, "p1", &good, &hello()).await;
+        assert_eq!(status, 200, "{body}");
+        let (status, body) = say(&app, "p2", &good, &hello()).await;
+        assert_eq!(status, 403, "{body}");
+        assert_eq!(body["error"]["type"], "forbidden");
+
+        let mut expired = claims("alice");
+        expired["exp"] = json!(now() - 3600);
+        let mut audience = claims("alice");
+        audience["aud"] = json!("someone-else");
+        let mut issuer = claims("alice");
+        issuer["iss"] = json!("https://evil.example.test/");
+        let mut early = claims("alice");
+        early["nbf"] = json!(now() + 3600);
+        let mut no_sub = claims("alice");
+        no_sub.as_object_mut().unwrap().remove("sub");
+        let hs256 = jsonwebtoken::encode(
+            &Header {
+                kid: Some("k1".into()),
+                ..Header::new(Algorithm::HS256)
+            },
+            &claims("alice"),
+            &EncodingKey::from_secret(b"guessable").unwrap(),
+        )
+        .unwrap();
+        let forged = {
+            let mut parts: Vec<&str> = good.split('.').collect();
+            let other = token("k1", &key(2), &claims("mallory"));
+            let sig = other.rsplit('.').next().unwrap().to_owned();
+            parts[2] = Box::leak(sig.into_boxed_str());
+            parts.join(".")
+        };
+        for (what, t) in [
+            ("expired", token("k1", &k1, &expired)),
+            ("wrong audience", token("k1", &k1, &audience)),
+            ("unknown issuer", token("k1", &k1, &issuer)),
+            ("not yet valid", token("k1", &k1, &early)),
+            ("no subject", token("k1", &k1, &no_sub)),
+            ("symmetric algorithm", hs256),
+            ("another key's signature", forged),
+            ("garbage", "not.a.token".to_owned()),
+        ] {
+            let (status, body) = say(&app, "p1", &t, &hello()).await;
+            assert_eq!(status, 401, "{what}: {body}");
+            assert_eq!(body["error"]["type"], "unauthorized", "{what}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unknown_kid_refetches_the_jwks_at_a_bounded_rate() {
+        let k1 = key(1);
+        let (server, _) = jwks(vec![jwk("k1", &k1)]).await;
+        let app = app(&server, 3600).await;
+        let (status, _) = say(&app, "p1", &token("k1", &k1, &claims("alice")), &hello()).await;
+        assert_eq!(status, 200);
+        let fetches = || async { server.received_requests().await.unwrap().len() };
+        assert_eq!(fetches().await, 1);
+        for _ in 0..5 {
+            let t = token("k9", &key(9), &claims("alice"));
+            let (status, _) = say(&app, "p1", &t, &hello()).await;
+            assert_eq!(status, 401);
+        }
+        assert_eq!(fetches().await, 1, "no refetch within jwks_refresh_seconds");
+    }
+
+    #[tokio::test]
+    async fn a_rotated_key_is_picked_up_and_subjects_stay_apart() {
+        let (k1, k2) = (key(1), key(2));
+        let (server, set) = jwks(vec![jwk("k1", &k1)]).await;
+        let app = app(&server, 0).await;
+        let (status, first) = say(&app, "p1", &token("k1", &k1, &claims("alice")), &hello()).await;
+        assert_eq!(status, 200, "{first}");
+        // The issuer rotates: k2 appears; a token under it refetches the set.
+        *set.lock().unwrap() = json!({"keys": [jwk("k1", &k1), jwk("k2", &k2)]});
+        let again = json!({"agentExternalId": "echo", "cursor": cursor_of(&first),
+                           "messages": [text_message("again")]});
+        let (status, body) = say(&app, "p1", &token("k2", &k2, &claims("alice")), &again).await;
+        assert_eq!(status, 200, "{body}");
+        // Another subject of the same issuer cannot continue alice's conversation.
+        let (status, body) = say(&app, "p1", &token("k2", &k2, &claims("bob")), &again).await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(body["error"]["type"], "invalid_cursor");
+    }
+}

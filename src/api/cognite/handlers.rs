@@ -60,7 +60,7 @@ async fn chat(
     data: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let state: &AppState = &data;
-    let principal = state.auth.authenticate(req, project)?;
+    let principal = state.auth.authenticate(req, project).await?;
     let request: ChatRequest =
         body::read_json(req, payload, state.settings.server.max_body_bytes).await?;
     let chat = request.validate()?;

@@ -32,7 +32,7 @@ async fn handle(
     data: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let app: &AppState = &data;
-    let principal = app.auth.authenticate(req, &org)?;
+    let principal = app.auth.authenticate(req, &org).await?;
     crate::ids::check("agent id", &agent_id).map_err(ApiError::invalid)?;
     let body: ChatRequest =
         body::read_json(req, payload, app.settings.server.max_body_bytes).await?;

@@ -18,8 +18,8 @@ use crate::store::{SessionFilter, SessionRecord};
 
 const MAX_LIST: usize = 100;
 
-fn scope(req: &HttpRequest, app: &AppState, org: &str) -> Result<Scope, ApiError> {
-    let p = app.auth.authenticate(req, org)?;
+async fn scope(req: &HttpRequest, app: &AppState, org: &str) -> Result<Scope, ApiError> {
+    let p = app.auth.authenticate(req, org).await?;
     Ok(Scope {
         org: p.tenant,
         subject: p.subject,
@@ -88,7 +88,7 @@ pub async fn create(
 ) -> Result<HttpResponse, QuantError> {
     let (_, org) = path.into_inner();
     async {
-        let scope = scope(&req, &app, &org)?;
+        let scope = scope(&req, &app, &org).await?;
         let body: CreateSession =
             body::read_json(&req, payload, app.settings.server.max_body_bytes).await?;
         let user_id = body
@@ -149,7 +149,7 @@ pub async fn list(
 ) -> Result<HttpResponse, QuantError> {
     let (_, org) = path.into_inner();
     async {
-        let scope = scope(&req, &app, &org)?;
+        let scope = scope(&req, &app, &org).await?;
         let q = query.into_inner();
         let limit = parse_usize(q.limit.as_deref(), 50, "limit")?;
         if limit == 0 || limit > MAX_LIST {
@@ -198,7 +198,7 @@ pub async fn get(
 ) -> Result<HttpResponse, QuantError> {
     let (_, org, id) = path.into_inner();
     async {
-        let scope = scope(&req, &app, &org)?;
+        let scope = scope(&req, &app, &org).await?;
         let rec = sessions::get_owned(&app, &scope, &id).await?;
         let state = sessions::open(&app, &rec, "")?;
         let transcript = sessions::transcript(&state.history);
@@ -229,7 +229,7 @@ pub async fn update(
 ) -> Result<HttpResponse, QuantError> {
     let (_, org, id) = path.into_inner();
     async {
-        let scope = scope(&req, &app, &org)?;
+        let scope = scope(&req, &app, &org).await?;
         let body: UpdateSession =
             body::read_json(&req, payload, app.settings.server.max_body_bytes).await?;
         let mut rec = sessions::get_owned(&app, &scope, &id).await?;
@@ -290,7 +290,7 @@ pub async fn extend(
 ) -> Result<HttpResponse, QuantError> {
     let (_, org, id) = path.into_inner();
     async {
-        let scope = scope(&req, &app, &org)?;
+        let scope = scope(&req, &app, &org).await?;
         let raw = body::read(&req, payload, app.settings.server.max_body_bytes).await?;
         let body: ExtendSession = if raw.iter().all(u8::is_ascii_whitespace) {
             ExtendSession {
@@ -330,7 +330,7 @@ pub async fn delete(
 ) -> Result<HttpResponse, QuantError> {
     let (_, org, id) = path.into_inner();
     async {
-        let scope = scope(&req, &app, &org)?;
+        let scope = scope(&req, &app, &org).await?;
         let rec = sessions::get_owned(&app, &scope, &id).await?;
         app.store.delete_session(&rec.id).await?;
         Ok(HttpResponse::Ok().json(serde_json::json!({"message": "session deleted"})))

@@ -3,10 +3,13 @@
 //! the subject bound into cursors comes from the verified credentials only.
 //!
 //! Modes: `none` (development: the subject is `anonymous` and any tenant is
-//! allowed; any `Authorization` header is ignored) and `api_keys`
+//! allowed; any `Authorization` header is ignored), `api_keys`
 //! (`Authorization: Bearer <key>`; only the keys' SHA-256 hashes are
 //! configured, and the presented key's hash is compared with every one of
-//! them in constant time). Credentials are never logged; a key's `id` is.
+//! them in constant time) and `jwt` (OIDC bearer tokens, [`jwt`]).
+//! Credentials are never logged; a key's `id` is.
+
+pub mod jwt;
 
 use actix_web::http::header::AUTHORIZATION;
 use actix_web::{HttpMessage, HttpRequest};
@@ -46,6 +49,7 @@ struct ApiKey {
 pub struct Authenticator {
     mode: AuthMode,
     keys: Vec<ApiKey>,
+    issuers: Vec<jwt::Issuer>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -72,6 +76,32 @@ fn unauthorized(message: &str) -> ApiError {
     ApiError::new(ErrorCode::Unauthorized, message)
 }
 
+fn forbidden() -> ApiError {
+    ApiError::new(
+        ErrorCode::Forbidden,
+        "these credentials may not use this project or organisation",
+    )
+}
+
+/// The token of the request's one `Authorization: Bearer <token>` header.
+fn bearer(req: &HttpRequest) -> Result<&str, ApiError> {
+    let mut values = req.headers().get_all(AUTHORIZATION);
+    let (Some(value), None) = (values.next(), values.next()) else {
+        return Err(unauthorized(
+            "send one Authorization: Bearer <credential> header",
+        ));
+    };
+    value
+        .to_str()
+        .ok()
+        .and_then(|v| {
+            let (scheme, token) = v.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        })
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| unauthorized("the Authorization header must be Bearer <credential>"))
+}
+
 impl Authenticator {
     /// From validated settings (a hash that does not decode is skipped: the
     /// settings validation refuses it first).
@@ -91,13 +121,18 @@ impl Authenticator {
         Self {
             mode: settings.mode,
             keys,
+            issuers: settings.issuers.iter().map(jwt::Issuer::new).collect(),
         }
     }
 
     /// Resolve the principal of `req` for `tenant` (taken from the path): 400
     /// for a tenant that is not a valid id, 401 without valid credentials, 403
     /// for a tenant the credentials may not use.
-    pub fn authenticate(&self, req: &HttpRequest, tenant: &str) -> Result<Principal, ApiError> {
+    pub async fn authenticate(
+        &self,
+        req: &HttpRequest,
+        tenant: &str,
+    ) -> Result<Principal, ApiError> {
         crate::ids::check("project or organisation", tenant).map_err(ApiError::invalid)?;
         match self.mode {
             AuthMode::None => Ok(Principal {
@@ -105,6 +140,26 @@ impl Authenticator {
                 subject: ANONYMOUS.to_owned(),
                 key_id: None,
             }),
+            AuthMode::Jwt => {
+                let token = bearer(req)?;
+                let verified = jwt::verify(&self.issuers, token).await.map_err(|e| {
+                    tracing::info!(reason = %e, "bearer token refused");
+                    unauthorized("the bearer token is not valid")
+                })?;
+                let allowed = verified
+                    .tenants
+                    .as_ref()
+                    .is_none_or(|t| t.iter().any(|t| t == tenant));
+                if !allowed {
+                    tracing::info!(issuer = %verified.issuer, tenant, "token used outside its tenants");
+                    return Err(forbidden());
+                }
+                Ok(Principal {
+                    tenant: tenant.to_owned(),
+                    subject: verified.subject,
+                    key_id: None,
+                })
+            }
             AuthMode::ApiKeys => {
                 let key = self.api_key(req)?;
                 req.extensions_mut().insert(KeyId(key.id.clone()));
@@ -114,10 +169,7 @@ impl Authenticator {
                     .is_none_or(|t| t.iter().any(|t| t == tenant));
                 if !allowed {
                     tracing::info!(key_id = %key.id, tenant, "API key used outside its tenants");
-                    return Err(ApiError::new(
-                        ErrorCode::Forbidden,
-                        "these credentials may not use this project or organisation",
-                    ));
+                    return Err(forbidden());
                 }
                 Ok(Principal {
                     tenant: tenant.to_owned(),
@@ -130,21 +182,7 @@ impl Authenticator {
 
     /// The configured key whose hash matches the request's bearer token.
     fn api_key(&self, req: &HttpRequest) -> Result<&ApiKey, ApiError> {
-        let mut values = req.headers().get_all(AUTHORIZATION);
-        let (Some(value), None) = (values.next(), values.next()) else {
-            return Err(unauthorized(
-                "send one Authorization: Bearer <API key> header",
-            ));
-        };
-        let token = value
-            .to_str()
-            .ok()
-            .and_then(|v| {
-                let (scheme, token) = v.trim().split_once(' ')?;
-                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-            })
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| unauthorized("the Authorization header must be Bearer <API key>"))?;
+        let token = bearer(req)?;
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         // Every key is compared, whatever matched: the time taken does not
         // depend on which key (if any) the token is.
