@@ -13,6 +13,7 @@ use crate::clock::Clock;
 use crate::config::Settings;
 use crate::cursor::CursorCodec;
 
+use crate::error::{ApiError, ErrorCode};
 use crate::llm::ProviderRegistry;
 use crate::runtime::TurnContext;
 use crate::store::Store;
@@ -48,6 +49,9 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub tools: Arc<ToolRegistry>,
     pub(crate) lifecycle: AtomicU8,
+    /// When draining must be over (set on SIGTERM): requests still running
+    /// then end with a `not_ready` error instead of being cut.
+    pub(crate) drain: tokio::sync::watch::Sender<Option<tokio::time::Instant>>,
 }
 
 impl AppState {
@@ -79,4 +83,48 @@ impl AppState {
     pub fn set_lifecycle(&self, l: Lifecycle) {
         self.lifecycle.store(l as u8, Ordering::SeqCst);
     }
+
+    /// Start draining: what is still running at `deadline` ends with an error.
+    pub fn begin_drain(&self, deadline: tokio::time::Instant) {
+        self.set_lifecycle(Lifecycle::Draining);
+        self.drain.send_replace(Some(deadline));
+    }
+
+    /// Resolves when a drain's deadline has passed (never, if no drain starts).
+    pub fn drained(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.drain.subscribe();
+        async move {
+            loop {
+                let deadline = *rx.borrow_and_update();
+                if let Some(deadline) = deadline {
+                    tokio::time::sleep_until(deadline).await;
+                    return;
+                }
+                if rx.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+        }
+    }
+
+    /// `work`, unless the drain deadline passes first: then 503 `not_ready`.
+    pub async fn unless_drained<T>(
+        &self,
+        work: impl std::future::Future<Output = Result<T, ApiError>>,
+    ) -> Result<T, ApiError> {
+        tokio::select! {
+            result = work => result,
+            () = self.drained() => Err(shutting_down()),
+        }
+    }
+}
+
+/// The error of a request still running when a draining replica stops.
+pub fn shutting_down() -> ApiError {
+    let mut e = ApiError::new(
+        ErrorCode::NotReady,
+        "this replica is shutting down; retry the request",
+    );
+    e.retry_after = Some(1);
+    e
 }

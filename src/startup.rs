@@ -109,6 +109,7 @@ impl Application {
             store,
             tools,
             lifecycle: crate::app::starting(),
+            drain: tokio::sync::watch::channel(None).0,
         });
         let job_workers = crate::jobs::start_workers(app_state.clone());
         let state = web::Data::from(app_state);
@@ -192,8 +193,12 @@ impl Application {
             }
             signal = signals.recv() => {
                 tracing::info!(signal, "shutting down: listener closed, draining in-flight requests");
-                state.set_lifecycle(Lifecycle::Draining);
                 let grace = Duration::from_secs(state.settings.server.shutdown_grace_seconds);
+                // Requests (streams above all) still running shortly before the
+                // grace period ends are ended with an error the client can act
+                // on, rather than cut when the workers stop.
+                let margin = (grace / 4).min(Duration::from_secs(1));
+                state.begin_drain(tokio::time::Instant::now() + grace - margin);
                 // The stop command is carried out by the server future itself,
                 // so both are polled together: awaiting the handle alone would
                 // leave the listener open until the timeout.

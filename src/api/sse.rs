@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use actix_web::{HttpRequest, HttpResponse, Responder};
 use actix_web_lab::sse;
-use futures_util::{Stream, StreamExt};
+use futures_util::{FutureExt, Stream, StreamExt};
 use serde_json::json;
 
 use crate::domain::PendingAction;
@@ -66,14 +66,29 @@ where
         error_body,
         request_id,
     } = r;
+    let drained = req
+        .app_data::<actix_web::web::Data<crate::app::AppState>>()
+        .map(|state| state.drained().boxed())
+        .unwrap_or_else(|| futures_util::future::pending().boxed());
     let stream = async_stream::stream! {
         let mut next_id = 0u64;
         let mut first = first;
         let mut finish = Some(finish);
+        let mut drained = drained;
         loop {
             let event = match first.take() {
                 Some(e) => Some(e),
-                None => events.next().await,
+                None => tokio::select! {
+                    e = events.next() => e,
+                    // The replica is stopping: end the stream with an error
+                    // the client can retry on, before the workers cut it.
+                    () = &mut drained => {
+                        next_id += 1;
+                        let body = error_body(&crate::app::shutting_down(), &request_id);
+                        yield sse::Event::Data(sse::Data::new(body).event("error").id(next_id.to_string()));
+                        break;
+                    }
+                },
             };
             let Some(event) = event else { break };
             let (name, data) = match event {

@@ -362,4 +362,61 @@ mod sigterm {
             assert!(!log.contains(&body[..40]), "a cursor is in the log");
         }
     }
+
+    /// A stream still open when the grace period is about to end is ended
+    /// with an `error` event the client can retry on, and the process exits 0.
+    #[tokio::test]
+    async fn an_open_stream_ends_with_an_error_event_before_the_grace_period_ends() {
+        use futures::StreamExt;
+        let dot = json!({"choices": [{"delta": {"content": "."}}]});
+        let up = RawUpstream::start(Script::Trickle {
+            piece: format!("data: {dot}\n\n").into_bytes(),
+            every_ms: 50,
+            count: 1200,
+        })
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let config = base_config(&up.base, "")
+            .replace("shutdown_grace_seconds = 30", "shutdown_grace_seconds = 2");
+        let (mut child, port, _log, _reader) = launch(&config, &dir).await;
+        let res = reqwest::Client::new()
+            .post(format!("http://127.0.0.1:{port}/api/v1/projects/p/ai/agents/chat"))
+            .json(&json!({"agentExternalId": "gpt", "stream": true, "messages": [text_message("go")]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        let mut body = res.bytes_stream();
+        let mut seen = String::new();
+        // The first delta: the stream is open and the model is producing.
+        while !seen.contains("event: delta") {
+            let chunk = tokio::time::timeout(Duration::from_secs(10), body.next())
+                .await
+                .expect("a first event")
+                .expect("more")
+                .unwrap();
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        sigterm(&child);
+        let rest = tokio::time::timeout(Duration::from_secs(20), async {
+            while let Some(Ok(chunk)) = body.next().await {
+                seen.push_str(&String::from_utf8_lossy(&chunk));
+            }
+        })
+        .await;
+        assert!(rest.is_ok(), "the stream ended within the grace period");
+        let last = seen
+            .split("\n\n")
+            .filter(|e| e.contains("event: "))
+            .last()
+            .unwrap()
+            .to_owned();
+        assert!(last.contains("event: error"), "{last}");
+        assert!(last.contains("\"type\":\"not_ready\""), "{last}");
+        let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+            .await
+            .expect("exits")
+            .unwrap();
+        assert!(status.success(), "{status:?}");
+    }
 }

@@ -121,11 +121,15 @@ async fn chat(
         )
         .await;
     }
-    let outcome = run_to_end(events).await.map_err(|e| {
-        tracing::warn!(error = %e, "turn failed");
-        ApiError::from(e)
-    })?;
-    let body = finisher.finish(outcome).await?;
+    let body = state
+        .unless_drained(async {
+            let outcome = run_to_end(events).await.map_err(|e| {
+                tracing::warn!(error = %e, "turn failed");
+                ApiError::from(e)
+            })?;
+            finisher.finish(outcome).await
+        })
+        .await?;
     Ok(HttpResponse::Ok()
         .content_type("application/json")
         .body(body))

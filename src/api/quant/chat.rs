@@ -94,7 +94,9 @@ async fn handle(
         )
         .await;
     }
-    let reply = sessions::chat(app, turn).await?;
+    let reply = app
+        .unless_drained(async { Ok(sessions::chat(app, turn).await?) })
+        .await?;
     Ok(HttpResponse::Ok()
         .content_type("application/json")
         .body(response_body(&reply)))
