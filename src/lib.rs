@@ -17,6 +17,7 @@ pub mod error;
 pub mod ids;
 pub mod jobs;
 pub mod llm;
+pub mod observe;
 pub mod runtime;
 pub mod sessions;
 pub mod startup;

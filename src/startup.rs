@@ -53,6 +53,7 @@ impl Application {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, StartupError> {
         crate::install_crypto_provider();
+        crate::observe::install();
         let providers = ProviderRegistry::new(&settings.providers, &settings.agents, env)?;
         let tools = Arc::new(
             ToolRegistry::new(&settings.tools, env)

@@ -22,3 +22,11 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     };
     res.json(json!({"status": status, "store": store}))
 }
+
+/// Prometheus metrics (text exposition format).
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    let (_, up) = state.store.health().await;
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(crate::observe::render(&state, up))
+}

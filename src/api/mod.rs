@@ -34,6 +34,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .default_service(web::to(method_not_allowed::<Cognite>)),
     )
     .service(
+        web::resource("/metrics")
+            .route(web::get().to(health::metrics))
+            .default_service(web::to(method_not_allowed::<Cognite>)),
+    )
+    .service(
         web::resource("/readyz")
             .route(web::get().to(health::readyz))
             .default_service(web::to(method_not_allowed::<Cognite>)),

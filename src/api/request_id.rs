@@ -15,6 +15,10 @@ use tracing::Instrument;
 
 pub const HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
+/// When the request arrived, stored in request extensions.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestStart(pub Instant);
+
 /// The request id, stored in request extensions.
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
@@ -47,6 +51,8 @@ pub async fn middleware(
         .map(str::to_owned)
         .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
     req.extensions_mut().insert(RequestId(id.clone()));
+    req.extensions_mut().insert(RequestStart(start));
+    let method = req.method().as_str().to_owned();
     let span = tracing::info_span!(
         "request",
         request_id = %id,
@@ -62,7 +68,15 @@ pub async fn middleware(
         res.headers_mut().insert(HEADER, value);
     }
     let status = res.status().as_u16();
-    let latency_ms = start.elapsed().as_secs_f64() * 1000.0;
+    let elapsed = start.elapsed().as_secs_f64();
+    let route = res.request().match_pattern();
+    crate::observe::request(
+        route.as_deref().unwrap_or("unmatched"),
+        &method,
+        status,
+        elapsed,
+    );
+    let latency_ms = elapsed * 1000.0;
     span.in_scope(|| tracing::info!(status, latency_ms, "request finished"));
     Ok(res)
 }

@@ -12,7 +12,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use actix_web::{HttpRequest, HttpResponse, Responder};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, Responder};
 use actix_web_lab::sse;
 use futures_util::{FutureExt, Stream, StreamExt};
 use serde_json::json;
@@ -70,7 +70,12 @@ where
         .app_data::<actix_web::web::Data<crate::app::AppState>>()
         .map(|state| state.drained().boxed())
         .unwrap_or_else(|| futures_util::future::pending().boxed());
+    let started = req
+        .extensions()
+        .get::<crate::api::request_id::RequestStart>()
+        .map(|s| s.0);
     let stream = async_stream::stream! {
+        let mut started = started;
         let mut next_id = 0u64;
         let mut first = first;
         let mut finish = Some(finish);
@@ -92,7 +97,12 @@ where
             };
             let Some(event) = event else { break };
             let (name, data) = match event {
-                RunEvent::TextDelta(text) => ("delta", json!({"text": text}).to_string()),
+                RunEvent::TextDelta(text) => {
+                    if let Some(at) = started.take() {
+                        crate::observe::time_to_first_token(at.elapsed().as_secs_f64());
+                    }
+                    ("delta", json!({"text": text}).to_string())
+                }
                 RunEvent::ToolCall(c) => ("tool_call", json!({"id": c.id, "name": c.name, "arguments": c.arguments}).to_string()),
                 RunEvent::ToolResult { id, name, ok } => ("tool_result", json!({"id": id, "name": name, "ok": ok}).to_string()),
                 RunEvent::Action(p) => ("action", action(&p).to_string()),

@@ -88,6 +88,19 @@ pub enum CursorError {
     ConversationTooLarge,
 }
 
+impl CursorError {
+    /// A short name of why (a metrics label).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            CursorError::Invalid(r) => r.as_str(),
+            CursorError::Expired => "expired",
+            CursorError::TooLarge => "too_large",
+            CursorError::ConversationExpired => "conversation_expired",
+            CursorError::ConversationTooLarge => "conversation_too_large",
+        }
+    }
+}
+
 /// A sealed cursor and its expiry.
 #[derive(Debug, Clone)]
 pub struct Sealed {

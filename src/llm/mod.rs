@@ -152,6 +152,21 @@ impl ProviderError {
         self.retryable() || matches!(self, ProviderError::Timeout(_))
     }
 
+    /// A short name of the error's class (a metrics label).
+    pub fn class(&self) -> &'static str {
+        match self {
+            ProviderError::Rejected { .. } => "rejected",
+            ProviderError::Misconfigured { .. } => "misconfigured",
+            ProviderError::RateLimited { .. } => "rate_limited",
+            ProviderError::Overloaded { .. } => "overloaded",
+            ProviderError::Transient(_) => "transient",
+            ProviderError::Upstream(_) => "upstream",
+            ProviderError::Timeout(_) => "timeout",
+            ProviderError::CircuitOpen { .. } => "circuit_open",
+            ProviderError::Config(_) => "config",
+        }
+    }
+
     /// How long the upstream asked us to wait.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
@@ -248,7 +263,7 @@ impl ProviderRegistry {
                     breaker: breaker.clone(),
                 });
             }
-            routes.insert(a.id.clone(), Arc::new(Route::new(links)));
+            routes.insert(a.id.clone(), Arc::new(Route::new(links).for_agent(&a.id)));
         }
         Ok(Self { routes })
     }

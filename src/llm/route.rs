@@ -47,11 +47,22 @@ pub struct Link {
 #[derive(Debug, Clone)]
 pub struct Route {
     links: Vec<Link>,
+    /// The agent whose route this is (a metrics label).
+    agent: String,
 }
 
 impl Route {
     pub fn new(links: Vec<Link>) -> Self {
-        Self { links }
+        Self {
+            links,
+            agent: String::new(),
+        }
+    }
+
+    /// The same route, labelled as agent `agent`'s in metrics.
+    pub fn for_agent(mut self, agent: &str) -> Self {
+        agent.clone_into(&mut self.agent);
+        self
     }
 
     /// A route of one provider with no retries (tests and embedded use).
@@ -98,7 +109,10 @@ impl Route {
                             let mut failure = None;
                             while let Some(item) = events.next().await {
                                 match item {
-                                    Ok(ProviderEvent::Usage(u)) => yield Ok(ProviderEvent::Usage(u)),
+                                    Ok(ProviderEvent::Usage(u)) => {
+                                        crate::observe::tokens(&self.agent, &link.name, &u);
+                                        yield Ok(ProviderEvent::Usage(u));
+                                    }
                                     Ok(e @ ProviderEvent::TextDelta(_)) => {
                                         committed = true;
                                         for h in held.drain(..) {
@@ -110,6 +124,8 @@ impl Route {
                                     Ok(e) => held.push(e),
                                     Err(e) if committed => {
                                         link.breaker.record(false);
+                                        crate::observe::upstream_error(&link.name, e.class());
+                                        crate::observe::breaker(&link.name, link.breaker.is_open());
                                         yield Err(e);
                                         return;
                                     }
@@ -131,6 +147,7 @@ impl Route {
                             }
                         }
                     };
+                    crate::observe::upstream_error(&link.name, failure.class());
                     if !failure.fails_over() {
                         // Our request or our configuration is at fault, not the provider's health.
                         link.breaker.record(true);
@@ -138,10 +155,12 @@ impl Route {
                         return;
                     }
                     link.breaker.record(false);
+                    crate::observe::breaker(&link.name, link.breaker.is_open());
                     if failure.retryable() && attempt < link.max_retries {
                         let wait = backoff(attempt).max(failure.retry_after().unwrap_or_default());
                         if Instant::now() + wait < deadline {
                             tracing::warn!(provider = %link.name, attempt, error = %failure, wait_ms = wait.as_millis() as u64, "retrying upstream call");
+                            crate::observe::retry(&link.name);
                             tokio::time::sleep(wait).await;
                             attempt += 1;
                             if link.breaker.admit().is_ok() {
@@ -255,7 +274,6 @@ impl Breaker {
     }
 
     /// Whether the breaker currently skips its provider.
-    #[cfg(test)]
     pub fn is_open(&self) -> bool {
         let s = self.state.lock().unwrap_or_else(|p| p.into_inner());
         s.open_until.is_some_and(|u| Instant::now() < u)

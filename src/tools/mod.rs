@@ -277,6 +277,24 @@ impl ToolRegistry {
         ctx: ToolContext,
         deadline: tokio::time::Instant,
     ) -> ToolRun {
+        let run = self.run_once(allowed, call, ctx, deadline).await;
+        // Unknown names are not labels: a model could invent any number.
+        let tool = if run.origin == ToolOrigin::Unknown {
+            "unknown"
+        } else {
+            run.call.name.as_str()
+        };
+        crate::observe::tool_call(tool, !run.is_error);
+        run
+    }
+
+    async fn run_once(
+        &self,
+        allowed: &[String],
+        call: &ToolCall,
+        ctx: ToolContext,
+        deadline: tokio::time::Instant,
+    ) -> ToolRun {
         let result = |content: String, is_error: bool, origin, expose| ToolRun {
             call: call.clone(),
             content,

@@ -420,3 +420,48 @@ mod sigterm {
         assert!(status.success(), "{status:?}");
     }
 }
+
+#[tokio::test]
+async fn metrics_are_exposed_in_prometheus_format_without_tenants_or_paths() {
+    let upstream = openai_upstream("metered").await;
+    let app = spawn_app_with(Options {
+        upstream: Some(format!("{}/v1", upstream.uri())),
+        ..Default::default()
+    })
+    .await;
+    let (status, first) = app.say("tenant-x7q", "gpt", "hi", None).await;
+    assert_eq!(status, 200, "{first}");
+    let res = app
+        .chat(
+            "tenant-x7q",
+            &serde_json::json!({"agentExternalId": "echo", "stream": true, "messages": [text_message("stream")]}),
+        )
+        .await;
+    let _ = res.text().await;
+    let (status, _) = app.say("tenant-x7q", "gpt", "hi", Some("garbage")).await;
+    assert_eq!(status, 400);
+    let res = app.get("/metrics").await;
+    assert_eq!(res.status(), 200);
+    assert!(
+        res.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let text = res.text().await.unwrap();
+    for needle in [
+        "agentgate_http_requests_total{",
+        "route=\"/api/v1/projects/{project}/ai/agents/chat\"",
+        "agentgate_http_request_duration_seconds_bucket{",
+        "agentgate_model_tokens_total{",
+        "agent=\"gpt\"",
+        "provider=\"up\"",
+        "agentgate_cursor_failures_total{reason=\"shape\"}",
+        "agentgate_cursor_opens_total{kid=\"k1\"}",
+        "agentgate_time_to_first_token_seconds_bucket",
+        "agentgate_store_up",
+    ] {
+        assert!(text.contains(needle), "{needle} missing from:\n{text}");
+    }
+    assert!(!text.contains("tenant-x7q"), "tenants are not labels");
+}

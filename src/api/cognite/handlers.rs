@@ -163,6 +163,7 @@ fn open_conversation(
     };
     let conversation = state.codec.open(token, ctx, now).map_err(|e| {
         tracing::info!(reason = %e, "cursor refused");
+        crate::observe::cursor_failure(e.reason());
         ApiError::from(e)
     })?;
     if conversation.cfg != agent.cfg_hash && conversation.turn > 0 {
