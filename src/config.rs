@@ -734,11 +734,23 @@ impl Settings {
             }
             let url = reqwest::Url::parse(&iss.jwks_url)
                 .map_err(|e| invalid(key("jwks_url"), format!("{:?}: {e}", iss.jwks_url)))?;
-            if !matches!(url.scheme(), "http" | "https") {
-                return Err(invalid(key("jwks_url"), "must be an http or https URL"));
+            let host = url
+                .host_str()
+                .unwrap_or_default()
+                .trim_start_matches('[')
+                .trim_end_matches(']');
+            let loopback = host == "localhost"
+                || host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+            if !(url.scheme() == "https" || (url.scheme() == "http" && loopback)) {
+                return Err(invalid(
+                    key("jwks_url"),
+                    "must be an https URL (plain http only on loopback): the keys decide who gets in",
+                ));
             }
-            if iss.jwks_refresh_seconds > 3600 {
-                return Err(invalid(key("jwks_refresh_seconds"), "must be 0 to 3600"));
+            if !(1..=3600).contains(&iss.jwks_refresh_seconds) {
+                return Err(invalid(key("jwks_refresh_seconds"), "must be 1 to 3600"));
             }
             if iss.tenants_claim.is_empty() || iss.subject_claim.is_empty() {
                 return Err(invalid(

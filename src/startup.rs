@@ -33,6 +33,8 @@ pub enum StartupError {
     Store(String),
     #[error("{0}")]
     Tools(String),
+    #[error("auth: {0}")]
+    Auth(String),
 }
 
 /// A bound, not yet running, gateway.
@@ -101,7 +103,7 @@ impl Application {
             ),
         };
         let app_state = Arc::new(AppState {
-            auth: crate::auth::Authenticator::new(&settings.auth),
+            auth: crate::auth::Authenticator::new(&settings.auth).map_err(StartupError::Auth)?,
             settings,
             codec,
             agents,

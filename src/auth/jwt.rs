@@ -20,6 +20,9 @@ use tokio::time::Instant;
 
 use crate::config::IssuerSettings;
 
+/// How long fetched keys are trusted without a refetch: a key the issuer
+/// withdrew (rotated out, revoked) stops verifying within this.
+const KEYS_TTL: Duration = Duration::from_secs(600);
 /// Longest a JWKS fetch may take.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest JWKS document read.
@@ -40,7 +43,7 @@ pub enum JwtError {
     UnknownIssuer,
     #[error("the token's algorithm is not allowed for its issuer")]
     Algorithm,
-    #[error("the issuer has no key {0:?}")]
+    #[error("the issuer has no key {:?}", crate::error::prefix(.0, 64))]
     UnknownKid(String),
     #[error("the issuer's keys could not be fetched: {0}")]
     Jwks(String),
@@ -82,14 +85,15 @@ impl std::fmt::Debug for Issuer {
 
 impl Issuer {
     /// From validated settings (algorithm names were checked at start).
-    pub fn new(settings: &IssuerSettings) -> Self {
+    pub fn new(settings: &IssuerSettings) -> Result<Self, String> {
         crate::install_crypto_provider();
         let client = reqwest::Client::builder()
             .timeout(FETCH_TIMEOUT)
+            .connect_timeout(FETCH_TIMEOUT)
             .redirect(reqwest::redirect::Policy::none())
             .build()
-            .unwrap_or_default();
-        Self {
+            .map_err(|e| format!("issuer {}: http client: {e}", settings.issuer))?;
+        Ok(Self {
             algorithms: settings
                 .algorithms
                 .iter()
@@ -99,7 +103,7 @@ impl Issuer {
             client,
             keys: RwLock::new(HashMap::new()),
             fetched: tokio::sync::Mutex::new(None),
-        }
+        })
     }
 
     pub fn issuer(&self) -> &str {
@@ -114,24 +118,41 @@ impl Issuer {
             .cloned()
     }
 
-    /// The key `kid`, fetching the JWKS when it is not cached and the last
-    /// fetch is older than `jwks_refresh_seconds`.
+    /// The key `kid`. The JWKS is fetched when the key is not cached, or the
+    /// cache is older than [`KEYS_TTL`], and the last fetch is older than
+    /// `jwks_refresh_seconds`. A failed refresh of a stale cache keeps the
+    /// cached keys (an identity provider's outage must not lock everyone
+    /// out), and is retried at that same bounded rate.
     async fn key(&self, kid: &str) -> Result<Arc<DecodingKey>, JwtError> {
-        if let Some(k) = self.cached(kid) {
+        let fresh = |fetched: Option<Instant>| fetched.is_some_and(|at| at.elapsed() < KEYS_TTL);
+        if let Some(k) = self.cached(kid)
+            && let Ok(at) = self.fetched.try_lock()
+            && fresh(*at)
+        {
             return Ok(k);
         }
         let mut fetched = self.fetched.lock().await;
-        if let Some(k) = self.cached(kid) {
-            return Ok(k);
+        let cached = self.cached(kid);
+        if let Some(k) = &cached
+            && fresh(*fetched)
+        {
+            return Ok(k.clone());
         }
         let min_refresh = Duration::from_secs(self.settings.jwks_refresh_seconds);
         if fetched.is_some_and(|at| at.elapsed() < min_refresh) {
-            return Err(JwtError::UnknownKid(kid.to_owned()));
+            return cached.ok_or_else(|| JwtError::UnknownKid(kid.to_owned()));
         }
         *fetched = Some(Instant::now());
-        let keys = self.fetch().await?;
-        tracing::info!(issuer = %self.settings.issuer, keys = keys.len(), "JWKS fetched");
-        *self.keys.write().unwrap_or_else(|p| p.into_inner()) = keys;
+        match self.fetch().await {
+            Ok(keys) => {
+                tracing::info!(issuer = %self.settings.issuer, keys = keys.len(), "JWKS fetched");
+                *self.keys.write().unwrap_or_else(|p| p.into_inner()) = keys;
+            }
+            Err(e) if cached.is_some() => {
+                tracing::warn!(issuer = %self.settings.issuer, error = %e, "JWKS refresh failed; keeping the cached keys");
+            }
+            Err(e) => return Err(e),
+        }
         self.cached(kid)
             .ok_or_else(|| JwtError::UnknownKid(kid.to_owned()))
     }

@@ -105,7 +105,7 @@ fn bearer(req: &HttpRequest) -> Result<&str, ApiError> {
 impl Authenticator {
     /// From validated settings (a hash that does not decode is skipped: the
     /// settings validation refuses it first).
-    pub fn new(settings: &AuthSettings) -> Self {
+    pub fn new(settings: &AuthSettings) -> Result<Self, String> {
         let keys = settings
             .api_keys
             .iter()
@@ -118,11 +118,15 @@ impl Authenticator {
                 })
             })
             .collect();
-        Self {
+        Ok(Self {
             mode: settings.mode,
             keys,
-            issuers: settings.issuers.iter().map(jwt::Issuer::new).collect(),
-        }
+            issuers: settings
+                .issuers
+                .iter()
+                .map(jwt::Issuer::new)
+                .collect::<Result<_, _>>()?,
+        })
     }
 
     /// Resolve the principal of `req` for `tenant` (taken from the path): 400

@@ -135,12 +135,20 @@ fn bad_files_fail_naming_the_key() {
         ("[auth]\nmode = \"api_keys\"", "auth.api_keys"),
         ("[auth]\nmode = \"jwt\"", "auth.issuers"),
         (
-            "[auth]\nmode = \"jwt\"\n[[auth.issuers]]\nissuer = \"i\"\naudience = \"a\"\njwks_url = \"http://x/j\"\nalgorithms = [\"HS256\"]",
+            "[auth]\nmode = \"jwt\"\n[[auth.issuers]]\nissuer = \"i\"\naudience = \"a\"\njwks_url = \"https://x/j\"\nalgorithms = [\"HS256\"]",
             "auth.issuers[0].algorithms",
         ),
         (
             "[auth]\nmode = \"jwt\"\n[[auth.issuers]]\nissuer = \"i\"\naudience = \"a\"\njwks_url = \"file:///etc/passwd\"",
             "auth.issuers[0].jwks_url",
+        ),
+        (
+            "[auth]\nmode = \"jwt\"\n[[auth.issuers]]\nissuer = \"i\"\naudience = \"a\"\njwks_url = \"http://login.example.com/j\"",
+            "auth.issuers[0].jwks_url",
+        ),
+        (
+            "[auth]\nmode = \"jwt\"\n[[auth.issuers]]\nissuer = \"i\"\naudience = \"a\"\njwks_url = \"https://x/j\"\njwks_refresh_seconds = 0",
+            "auth.issuers[0].jwks_refresh_seconds",
         ),
         (
             "[auth]\nmode = \"api_keys\"\n[[auth.api_keys]]\nid = \"a\"\nsha256 = \"abc\"\nsubject = \"s\"\ntenants = [\"*\"]",

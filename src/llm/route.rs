@@ -91,6 +91,7 @@ impl Route {
             let mut cooling: Option<Duration> = None;
             'links: for link in &self.links {
                 if let Err(wait) = link.breaker.admit() {
+                    crate::observe::breaker(&link.name, true);
                     tracing::warn!(provider = %link.name, "circuit open; provider skipped");
                     cooling = Some(cooling.map_or(wait, |c| c.min(wait)));
                     continue;
@@ -139,6 +140,7 @@ impl Route {
                                 Some(e) => e,
                                 None => {
                                     link.breaker.record(true);
+                                    crate::observe::breaker(&link.name, link.breaker.is_open());
                                     for h in held {
                                         yield Ok(h);
                                     }
@@ -151,6 +153,7 @@ impl Route {
                     if !failure.fails_over() {
                         // Our request or our configuration is at fault, not the provider's health.
                         link.breaker.record(true);
+                        crate::observe::breaker(&link.name, link.breaker.is_open());
                         yield Err(failure);
                         return;
                     }

@@ -123,13 +123,12 @@ async fn a_cursor_or_session_of_one_key_is_not_another_keys() {
     let app = app().await;
     let (status, first, _) = chat(&app, "p1", Some(ALPHA), &hello()).await;
     assert_eq!(status, 200);
-    let mut again = json!({"agentExternalId": "echo", "cursor": cursor_of(&first), "messages": [text_message("again")]});
+    let again = json!({"agentExternalId": "echo", "cursor": cursor_of(&first), "messages": [text_message("again")]});
     let (status, body, _) = chat(&app, "p1", Some(BETA), &again).await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"]["type"], "invalid_cursor");
     let (status, body, _) = chat(&app, "p1", Some(ALPHA), &again).await;
     assert_eq!(status, 200, "{body}");
-    again["cursor"] = json!(cursor_of(&body));
     assert!(text_of(&body).contains("[3 messages seen]"));
 
     let res = app
@@ -205,6 +204,10 @@ mod jwt {
     }
 
     async fn app(jwks: &MockServer, refresh: u64) -> TestApp {
+        app_with(jwks, refresh, "").await
+    }
+
+    async fn app_with(jwks: &MockServer, refresh: u64, extra: &str) -> TestApp {
         spawn_app_with(Options {
             extra_toml: format!(
                 r#"
@@ -217,6 +220,7 @@ audience = "agentgate"
 jwks_url = "{}/jwks.json"
 tenants_claim = "projects"
 jwks_refresh_seconds = {refresh}
+{extra}
 "#,
                 jwks.uri()
             ),
@@ -313,6 +317,19 @@ jwks_refresh_seconds = {refresh}
     }
 
     #[tokio::test]
+    async fn an_algorithm_outside_the_issuers_list_is_refused() {
+        let k1 = key(1);
+        let (server, _) = jwks(vec![jwk("k1", &k1)]).await;
+        let app = app_with(&server, 10, "algorithms = [\"RS256\"]").await;
+        let (status, body) = say(&app, "p1", &token("k1", &k1, &claims("alice")), &hello()).await;
+        assert_eq!(status, 401, "EdDSA is not in this issuer's list: {body}");
+        assert!(
+            server.received_requests().await.unwrap().is_empty(),
+            "refused before any key was fetched"
+        );
+    }
+
+    #[tokio::test]
     async fn an_unknown_kid_refetches_the_jwks_at_a_bounded_rate() {
         let k1 = key(1);
         let (server, _) = jwks(vec![jwk("k1", &k1)]).await;
@@ -333,15 +350,32 @@ jwks_refresh_seconds = {refresh}
     async fn a_rotated_key_is_picked_up_and_subjects_stay_apart() {
         let (k1, k2) = (key(1), key(2));
         let (server, set) = jwks(vec![jwk("k1", &k1)]).await;
-        let app = app(&server, 0).await;
+        let app = app(&server, 1).await;
         let (status, first) = say(&app, "p1", &token("k1", &k1, &claims("alice")), &hello()).await;
         assert_eq!(status, 200, "{first}");
-        // The issuer rotates: k2 appears; a token under it refetches the set.
+        // The issuer rotates: k2 appears. A token under it refetches the set
+        // once the least refresh interval (1 s) has passed; until then it is
+        // refused without a fetch.
         *set.lock().unwrap() = json!({"keys": [jwk("k1", &k1), jwk("k2", &k2)]});
         let again = json!({"agentExternalId": "echo", "cursor": cursor_of(&first),
                            "messages": [text_message("again")]});
-        let (status, body) = say(&app, "p1", &token("k2", &k2, &claims("alice")), &again).await;
+        let alice2 = token("k2", &k2, &claims("alice"));
+        let mut accepted = None;
+        for _ in 0..100 {
+            let (status, body) = say(&app, "p1", &alice2, &again).await;
+            if status != 401 {
+                accepted = Some((status, body));
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let (status, body) = accepted.expect("the rotated key was picked up");
         assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            server.received_requests().await.unwrap().len(),
+            2,
+            "one refetch, however many polls"
+        );
         // Another subject of the same issuer cannot continue alice's conversation.
         let (status, body) = say(&app, "p1", &token("k2", &k2, &claims("bob")), &again).await;
         assert_eq!(status, 400, "{body}");

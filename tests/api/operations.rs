@@ -332,6 +332,15 @@ mod sigterm {
             .await
             .unwrap();
         assert_eq!(res.status(), 401);
+        let forged = format!("{}x", cursors[1]);
+        let res = client
+            .post(&url)
+            .bearer_auth(API_KEY)
+            .json(&json!({"agentExternalId": "gpt", "cursor": forged, "messages": [text_message("hi")]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 400);
         sigterm(&child);
         tokio::time::timeout(Duration::from_secs(20), child.wait())
             .await
@@ -343,8 +352,8 @@ mod sigterm {
             .unwrap();
         let log = log.lock().unwrap().join("\n");
         assert!(
-            log.contains("logged-id") || log.contains("svc"),
-            "the log was captured"
+            log.contains("\"key_id\":\"logged-id\""),
+            "the key's id is logged: {log}"
         );
         let cursor_key = default_keys();
         let key_bytes = cursor_key.split_once(':').unwrap().1;
@@ -424,12 +433,15 @@ mod sigterm {
 #[tokio::test]
 async fn metrics_are_exposed_in_prometheus_format_without_tenants_or_paths() {
     let upstream = openai_upstream("metered").await;
+    // An agent no other test has, so that its series can only come from here
+    // (the recorder is one per process).
     let app = spawn_app_with(Options {
         upstream: Some(format!("{}/v1", upstream.uri())),
+        extra_toml: "[[agents]]\nid = \"metrics-probe\"\nprovider = \"up\"\nmodel = \"m\"\n".into(),
         ..Default::default()
     })
     .await;
-    let (status, first) = app.say("tenant-x7q", "gpt", "hi", None).await;
+    let (status, first) = app.say("tenant-x7q", "metrics-probe", "hi", None).await;
     assert_eq!(status, 200, "{first}");
     let res = app
         .chat(
@@ -438,7 +450,9 @@ async fn metrics_are_exposed_in_prometheus_format_without_tenants_or_paths() {
         )
         .await;
     let _ = res.text().await;
-    let (status, _) = app.say("tenant-x7q", "gpt", "hi", Some("garbage")).await;
+    let (status, _) = app
+        .say("tenant-x7q", "metrics-probe", "hi", Some("garbage"))
+        .await;
     assert_eq!(status, 400);
     let res = app.get("/metrics").await;
     assert_eq!(res.status(), 200);
@@ -453,9 +467,8 @@ async fn metrics_are_exposed_in_prometheus_format_without_tenants_or_paths() {
         "agentgate_http_requests_total{",
         "route=\"/api/v1/projects/{project}/ai/agents/chat\"",
         "agentgate_http_request_duration_seconds_bucket{",
-        "agentgate_model_tokens_total{",
-        "agent=\"gpt\"",
-        "provider=\"up\"",
+        "agentgate_model_tokens_total{agent=\"metrics-probe\",provider=\"up\",direction=\"in\"} 11",
+        "agentgate_model_tokens_total{agent=\"metrics-probe\",provider=\"up\",direction=\"out\"} 3",
         "agentgate_cursor_failures_total{reason=\"shape\"}",
         "agentgate_cursor_opens_total{kid=\"k1\"}",
         "agentgate_time_to_first_token_seconds_bucket",

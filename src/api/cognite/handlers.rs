@@ -121,15 +121,17 @@ async fn chat(
         )
         .await;
     }
-    let body = state
+    // Only the turn itself is abandoned at the end of a drain, never the
+    // commit of a confirmation claim.
+    let outcome = state
         .unless_drained(async {
-            let outcome = run_to_end(events).await.map_err(|e| {
+            run_to_end(events).await.map_err(|e| {
                 tracing::warn!(error = %e, "turn failed");
                 ApiError::from(e)
-            })?;
-            finisher.finish(outcome).await
+            })
         })
         .await?;
+    let body = finisher.finish(outcome).await?;
     Ok(HttpResponse::Ok()
         .content_type("application/json")
         .body(body))
