@@ -23,6 +23,8 @@ pub mod sessions;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+#[cfg(test)]
+mod testkit;
 pub mod tools;
 
 /// Install the process-wide TLS crypto provider (ring) that every HTTP client

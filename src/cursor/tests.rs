@@ -975,3 +975,37 @@ fn plaintext_buffers_are_wiped_with_their_spare_capacity() {
     let all = unsafe { std::slice::from_raw_parts(buf.as_ptr(), buf.capacity()) };
     assert!(all.iter().all(|&b| b == 0), "{all:?}");
 }
+
+mod property_tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// Any string as a cursor: refused, never a panic.
+        #[test]
+        fn any_string_is_refused_without_panicking(token in ".{0,600}") {
+            let c = codec(kat_keyring());
+            prop_assert!(c.open(&token, &CTX, KAT_NOW).is_err());
+        }
+
+        /// Well-formed envelopes with any payload bytes, under a configured kid.
+        #[test]
+        fn any_payload_under_a_known_kid_is_refused(payload in prop::collection::vec(any::<u8>(), 0..2048)) {
+            let c = codec(kat_keyring());
+            let token = format!("cv1.test-k1.{}", URL_SAFE_NO_PAD.encode(&payload));
+            prop_assert!(c.open(&token, &CTX, KAT_NOW).is_err());
+        }
+
+        /// Any one-byte change of a valid cursor is refused.
+        #[test]
+        fn any_edit_of_a_valid_cursor_is_refused(at in any::<prop::sample::Index>(), byte in any::<u8>()) {
+            let mut token = KAT_TOKEN.as_bytes().to_vec();
+            let i = at.index(token.len());
+            prop_assume!(token[i] != byte);
+            token[i] = byte;
+            let edited = String::from_utf8_lossy(&token).into_owned();
+            prop_assert!(token::open(token::Purpose::Cursor, &kat_keyring(), &edited, &CTX, KAT_NOW).is_err());
+        }
+    }
+}

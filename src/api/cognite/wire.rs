@@ -431,3 +431,37 @@ pub fn tool_type(origin: crate::tools::ToolOrigin) -> &'static str {
         ToolOrigin::Unknown => "unknown",
     }
 }
+
+#[cfg(test)]
+mod property_tests {
+    use proptest::prelude::*;
+
+    use super::ChatRequest;
+
+    proptest! {
+        /// Whatever JSON a client sends, parsing and validation answer
+        /// (an error or a request) without panicking.
+        #[test]
+        fn any_json_body_is_parsed_or_refused_without_panicking(body in crate::testkit::json()) {
+            let bytes = serde_json::to_vec(&body).unwrap();
+            if let Ok(request) = crate::api::body::parse_json::<ChatRequest>(&bytes) {
+                let _ = request.validate();
+            }
+        }
+
+        /// Arbitrary bytes as a body: an error, never a panic.
+        #[test]
+        fn any_bytes_are_refused_without_panicking(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+            let _ = crate::api::body::parse_json::<ChatRequest>(&bytes);
+            let _ = crate::api::body::parse_json::<crate::api::quant::wire::ChatRequest>(&bytes);
+        }
+
+        #[test]
+        fn any_json_quant_body_is_parsed_or_refused_without_panicking(body in crate::testkit::json()) {
+            let bytes = serde_json::to_vec(&body).unwrap();
+            let _ = crate::api::body::parse_json::<crate::api::quant::wire::ChatRequest>(&bytes);
+            let _ = crate::api::body::parse_json::<crate::api::quant::wire::CreateSession>(&bytes);
+            let _ = crate::api::body::parse_json::<crate::api::quant::wire::UpdateSession>(&bytes);
+        }
+    }
+}

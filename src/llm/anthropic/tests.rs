@@ -381,3 +381,44 @@ fn hostile_block_indexes_and_sizes_fail_without_allocating() {
     let e = asm.push("content_block_delta", &delta).unwrap_err();
     assert!(matches!(e, ProviderError::Upstream(_)), "{e:?}");
 }
+
+mod property_tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const EVENTS: [&str; 9] = [
+        "message_start",
+        "content_block_start",
+        "content_block_delta",
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
+        "ping",
+        "error",
+        "unknown_event",
+    ];
+
+    proptest! {
+        /// Any sequence of named events with any data: events or an error,
+        /// never a panic.
+        #[test]
+        fn any_events_are_assembled_or_refused_without_panicking(
+            events in prop::collection::vec(
+                (proptest::sample::select(&EVENTS[..]), crate::testkit::json(), any::<u64>()),
+                0..16,
+            ),
+        ) {
+            let mut asm = Assembler::new(crate::llm::http::Limits { tool_call: 4096, ..Default::default() });
+            for (name, mut data, index) in events {
+                if let Some(o) = data.as_object_mut() {
+                    o.insert("index".into(), serde_json::json!(index % 300));
+                }
+                if asm.push(name, &data.to_string()).is_err() {
+                    return Ok(());
+                }
+            }
+            let _ = asm.finish();
+        }
+    }
+}

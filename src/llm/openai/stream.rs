@@ -234,3 +234,38 @@ mod tests {
         assert!(matches!(err, ProviderError::Upstream(_)), "{err:?}");
     }
 }
+
+#[cfg(test)]
+mod property_tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// A hostile upstream's chunks (any shape, any index, any sizes):
+        /// the assembler answers events or an error, never a panic, and
+        /// never holds more than the bounds allow.
+        #[test]
+        fn any_chunks_are_assembled_or_refused_without_panicking(
+            chunks in prop::collection::vec(crate::testkit::json(), 0..12),
+            index in any::<u64>(),
+        ) {
+            let mut asm = Assembler::new(Limits { tool_call: 4096, ..Limits::default() });
+            let mut failed = false;
+            let mut all = chunks;
+            all.push(serde_json::json!({"choices": [{"delta": {"tool_calls": [{"index": index, "function": {"name": "f", "arguments": "{}"}}]}}]}));
+            for c in all {
+                let Ok(chunk) = serde_json::from_value::<Chunk>(c) else { continue };
+                if asm.push(chunk).is_err() {
+                    failed = true;
+                    break;
+                }
+            }
+            prop_assert!(asm.calls.len() <= MAX_TOOL_CALLS);
+            prop_assert!(asm.calls.iter().all(|c| c.1.len() <= 4096 && c.2.len() <= 4096));
+            if !failed {
+                let _ = asm.finish(true);
+            }
+        }
+    }
+}
