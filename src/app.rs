@@ -37,17 +37,63 @@ pub enum AgentError {
     NoProvider,
 }
 
+/// What a configuration reload swaps, as one unit: agents, their providers,
+/// tools and the credentials. A request holds the catalog it started with
+/// until it ends, so requests in flight finish on the old set.
+#[derive(Debug)]
+pub struct Catalog {
+    pub auth: crate::auth::Authenticator,
+    pub agents: AgentRegistry,
+    pub providers: ProviderRegistry,
+    pub tools: Arc<ToolRegistry>,
+}
+
+/// Why a catalog could not be built from settings.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error(transparent)]
+    Provider(#[from] crate::llm::ProviderError),
+    #[error("{0}")]
+    Tools(String),
+    #[error("auth: {0}")]
+    Auth(String),
+}
+
+impl Catalog {
+    /// Build every registry from validated `settings`; `env` resolves
+    /// provider keys and tool headers. MCP discovery starts here.
+    pub fn build(
+        settings: &Settings,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, CatalogError> {
+        let providers = ProviderRegistry::new(&settings.providers, &settings.agents, env)?;
+        let tools = Arc::new(
+            ToolRegistry::new(&settings.tools, env)
+                .map_err(|e| CatalogError::Tools(e.to_string()))?,
+        );
+        tools.start_discovery();
+        Ok(Self {
+            auth: crate::auth::Authenticator::new(&settings.auth).map_err(CatalogError::Auth)?,
+            agents: AgentRegistry::new(&settings.agents),
+            providers,
+            tools,
+        })
+    }
+}
+
 /// Everything a request handler needs, shared by all workers.
 #[derive(Debug)]
 pub struct AppState {
+    /// The settings loaded at start. `[[agents]]`, `[[providers]]`,
+    /// `[[tools]]` and `[auth]` are reloadable: the current ones are in
+    /// [`catalog`](Self::catalog).
     pub settings: Settings,
-    pub auth: crate::auth::Authenticator,
+    catalog: std::sync::RwLock<Arc<Catalog>>,
+    /// The config file, for reloads (none when built from text).
+    pub config_path: std::sync::OnceLock<std::path::PathBuf>,
     pub codec: CursorCodec,
-    pub agents: AgentRegistry,
-    pub providers: ProviderRegistry,
     pub clock: Arc<dyn Clock>,
     pub store: Arc<dyn Store>,
-    pub tools: Arc<ToolRegistry>,
     pub(crate) lifecycle: AtomicU8,
     /// When draining must be over (set on SIGTERM): requests still running
     /// then end with a `not_ready` error instead of being cut.
@@ -55,20 +101,53 @@ pub struct AppState {
 }
 
 impl AppState {
+    pub fn new(
+        settings: Settings,
+        catalog: Catalog,
+        codec: CursorCodec,
+        clock: Arc<dyn Clock>,
+        store: Arc<dyn Store>,
+    ) -> Self {
+        Self {
+            settings,
+            catalog: std::sync::RwLock::new(Arc::new(catalog)),
+            config_path: std::sync::OnceLock::new(),
+            codec,
+            clock,
+            store,
+            lifecycle: starting(),
+            drain: tokio::sync::watch::channel(None).0,
+        }
+    }
+
+    /// The current agents, providers, tools and credentials.
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.catalog
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Replace the catalog; requests that hold the old one finish on it.
+    pub fn swap_catalog(&self, catalog: Catalog) {
+        *self.catalog.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(catalog);
+    }
+
     /// What a turn of agent `id` runs with.
     pub fn turn_context(&self, id: &str) -> Result<TurnContext, AgentError> {
-        let agent = self
+        let catalog = self.catalog();
+        let agent = catalog
             .agents
             .get(id)
             .ok_or_else(|| AgentError::NotFound(id.to_owned()))?;
-        let route = self
+        let route = catalog
             .providers
             .route(&agent.id)
             .ok_or(AgentError::NoProvider)?;
         Ok(TurnContext {
             agent,
             route,
-            tools: self.tools.clone(),
+            tools: catalog.tools.clone(),
         })
     }
 

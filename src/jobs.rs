@@ -257,7 +257,7 @@ async fn is_finished(app: &AppState, job: &Job) -> bool {
 /// and queue it. Returns the session id.
 pub async fn accept(app: &AppState, request_id: &str, turn: ChatTurn) -> Result<String, JobError> {
     let now = app.clock.now();
-    if app.agents.get(&turn.agent_id).is_none() {
+    if app.catalog().agents.get(&turn.agent_id).is_none() {
         return Err(AgentError::NotFound(turn.agent_id).into());
     }
     let (session_id, created) = match &turn.session_id {

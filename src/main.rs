@@ -85,6 +85,8 @@ async fn serve(path: PathBuf) -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     let app = Application::build(settings, keys, Arc::new(SystemClock), &env)?;
+    // SIGHUP re-reads this file (agents, providers, tools, [auth]).
+    let _ = app.state().config_path.set(path);
     app.run_until_stopped().await?;
     Ok(())
 }

@@ -8,17 +8,14 @@ use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 
-use crate::agent::AgentRegistry;
 use crate::api::{self, AppState, Lifecycle};
 use crate::clock::Clock;
 use crate::config::{Settings, StoreKind};
 use crate::cursor::{CursorCodec, Keyring};
 use crate::jobs::Workers;
-use crate::llm::{ProviderError, ProviderRegistry};
 use crate::store::Store;
 use crate::store::memory::MemoryStore;
 use crate::store::redis::RedisStore;
-use crate::tools::ToolRegistry;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -28,13 +25,9 @@ pub enum StartupError {
         source: std::io::Error,
     },
     #[error(transparent)]
-    Provider(#[from] ProviderError),
+    Catalog(#[from] crate::app::CatalogError),
     #[error("store: {0}")]
     Store(String),
-    #[error("{0}")]
-    Tools(String),
-    #[error("auth: {0}")]
-    Auth(String),
 }
 
 /// A bound, not yet running, gateway.
@@ -56,13 +49,7 @@ impl Application {
     ) -> Result<Self, StartupError> {
         crate::install_crypto_provider();
         crate::observe::install();
-        let providers = ProviderRegistry::new(&settings.providers, &settings.agents, env)?;
-        let tools = Arc::new(
-            ToolRegistry::new(&settings.tools, env)
-                .map_err(|e| StartupError::Tools(e.to_string()))?,
-        );
-        tools.start_discovery();
-        let agents = AgentRegistry::new(&settings.agents);
+        let catalog = crate::app::Catalog::build(&settings, env)?;
         let codec = CursorCodec::new(
             Arc::new(keys),
             settings.cursor.ttl_seconds,
@@ -102,18 +89,7 @@ impl Application {
                 .map_err(|e| StartupError::Store(e.to_string()))?,
             ),
         };
-        let app_state = Arc::new(AppState {
-            auth: crate::auth::Authenticator::new(&settings.auth).map_err(StartupError::Auth)?,
-            settings,
-            codec,
-            agents,
-            providers,
-            clock,
-            store,
-            tools,
-            lifecycle: crate::app::starting(),
-            drain: tokio::sync::watch::channel(None).0,
-        });
+        let app_state = Arc::new(AppState::new(settings, catalog, codec, clock, store));
         let job_workers = crate::jobs::start_workers(app_state.clone());
         let state = web::Data::from(app_state);
 
@@ -183,50 +159,81 @@ impl Application {
         } = self;
         // Handlers first: a signal that arrives once "listening" is logged
         // must drain, not kill the process with the default disposition.
-        let signals = Signals::register()?;
+        let mut signals = Signals::register()?;
         let handle = server.handle();
         state.set_lifecycle(Lifecycle::Ready);
         tracing::info!(port, "listening");
         let counts = tokio::spawn(log_open_counts(state.clone().into_inner()));
         let mut server = std::pin::pin!(server);
-        tokio::select! {
-            result = &mut server => {
-                counts.abort();
+        let signal = loop {
+            tokio::select! {
+                result = &mut server => {
+                    counts.abort();
+                    return result;
+                }
+                signal = signals.recv() => match signal {
+                    Received::Reload => match reload(&state) {
+                        Ok(agents) => tracing::info!(agents, "configuration reloaded (SIGHUP)"),
+                        Err(e) => tracing::error!(
+                            error = %e,
+                            "configuration reload failed; the current configuration stays"
+                        ),
+                    },
+                    Received::Stop(name) => break name,
+                },
+            }
+        };
+        tracing::info!(
+            signal,
+            "shutting down: listener closed, draining in-flight requests"
+        );
+        let grace = Duration::from_secs(state.settings.server.shutdown_grace_seconds);
+        // Requests (streams above all) still running shortly before the
+        // grace period ends are ended with an error the client can act
+        // on, rather than cut when the workers stop.
+        let margin = (grace / 4).min(Duration::from_secs(1));
+        state.begin_drain(tokio::time::Instant::now() + grace - margin);
+        // The stop command is carried out by the server future itself,
+        // so both are polled together: awaiting the handle alone would
+        // leave the listener open until the timeout.
+        let drained = tokio::time::timeout(grace + Duration::from_secs(1), async {
+            let (_, result) = tokio::join!(handle.stop(true), &mut server);
+            result
+        })
+        .await;
+        // Unfinished jobs stay leased in a shared store and are reclaimed elsewhere.
+        workers.abort();
+        counts.abort();
+        log_counts(&state.codec);
+        match drained {
+            Ok(result) => {
+                tracing::info!("stopped");
                 result
             }
-            signal = signals.recv() => {
-                tracing::info!(signal, "shutting down: listener closed, draining in-flight requests");
-                let grace = Duration::from_secs(state.settings.server.shutdown_grace_seconds);
-                // Requests (streams above all) still running shortly before the
-                // grace period ends are ended with an error the client can act
-                // on, rather than cut when the workers stop.
-                let margin = (grace / 4).min(Duration::from_secs(1));
-                state.begin_drain(tokio::time::Instant::now() + grace - margin);
-                // The stop command is carried out by the server future itself,
-                // so both are polled together: awaiting the handle alone would
-                // leave the listener open until the timeout.
-                let drained = tokio::time::timeout(grace + Duration::from_secs(1), async {
-                    let (_, result) = tokio::join!(handle.stop(true), &mut server);
-                    result
-                })
-                .await;
-                // Unfinished jobs stay leased in a shared store and are reclaimed elsewhere.
-                workers.abort();
-                counts.abort();
-                log_counts(&state.codec);
-                match drained {
-                    Ok(result) => {
-                        tracing::info!("stopped");
-                        result
-                    }
-                    Err(_) => {
-                        tracing::warn!("stopped with requests still in flight after the grace period");
-                        Ok(())
-                    }
-                }
+            Err(_) => {
+                tracing::warn!("stopped with requests still in flight after the grace period");
+                Ok(())
             }
         }
     }
+}
+
+/// Re-read the config file and swap in its agents, providers, tools and
+/// `[auth]` at once. Requests in flight finish on the set they started
+/// with. An invalid file changes nothing (the error names the key). Other
+/// sections keep their start-up values (a restart applies them); cursor keys
+/// keep their own rotation procedure.
+pub fn reload(state: &AppState) -> Result<usize, String> {
+    let path = state
+        .config_path
+        .get()
+        .ok_or("the gateway was not started from a config file")?;
+    let settings = Settings::load(path).map_err(|e| e.to_string())?;
+    let env = |name: &str| std::env::var(name).ok();
+    let catalog = crate::app::Catalog::build(&settings, &env).map_err(|e| e.to_string())?;
+    let agents = settings.agents.len();
+    state.swap_catalog(catalog);
+    Ok(agents)
 }
 
 /// How often the per-key open counts are logged (when they changed).
@@ -259,12 +266,22 @@ fn log_counts(codec: &CursorCodec) {
     }
 }
 
-/// SIGTERM and SIGINT, listened for from the moment they are registered.
+/// What a signal asks for.
+enum Received {
+    /// SIGHUP: reload the configuration.
+    Reload,
+    /// SIGTERM or SIGINT (named): stop.
+    Stop(&'static str),
+}
+
+/// SIGTERM, SIGINT and SIGHUP, listened for from the moment they are registered.
 struct Signals {
     #[cfg(unix)]
     term: tokio::signal::unix::Signal,
     #[cfg(unix)]
     int: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    hup: tokio::signal::unix::Signal,
 }
 
 impl Signals {
@@ -275,6 +292,7 @@ impl Signals {
             Ok(Self {
                 term: signal(SignalKind::terminate())?,
                 int: signal(SignalKind::interrupt())?,
+                hup: signal(SignalKind::hangup())?,
             })
         }
         #[cfg(not(unix))]
@@ -283,19 +301,20 @@ impl Signals {
         }
     }
 
-    /// The name of the first signal received.
-    async fn recv(mut self) -> &'static str {
+    /// The next signal received.
+    async fn recv(&mut self) -> Received {
         #[cfg(unix)]
         {
             tokio::select! {
-                _ = self.term.recv() => "SIGTERM",
-                _ = self.int.recv() => "SIGINT",
+                _ = self.term.recv() => Received::Stop("SIGTERM"),
+                _ = self.int.recv() => Received::Stop("SIGINT"),
+                _ = self.hup.recv() => Received::Reload,
             }
         }
         #[cfg(not(unix))]
         {
             let _ = tokio::signal::ctrl_c().await;
-            "SIGINT"
+            Received::Stop("SIGINT")
         }
     }
 }

@@ -20,7 +20,7 @@ use crate::streaming::read_events;
 pub enum Script {
     /// Write these bytes, then close.
     Bytes(Vec<u8>),
-    /// Wait for a permit of `release`, then write these bytes and close.
+    /// Wait for (and use up) a permit of `release`, then write these bytes and close.
     Held(Vec<u8>, Arc<tokio::sync::Semaphore>),
     /// SSE response headers, then `piece` every `every_ms` (at most `count`
     /// times) until the gateway hangs up: a model producing tokens slowly.
@@ -87,7 +87,11 @@ impl RawUpstream {
                             bytes.len()
                         }
                         Script::Held(bytes, release) => {
-                            let _permit = release.acquire().await;
+                            // Each answer uses up one permit: a released
+                            // permit must not let a later request through.
+                            if let Ok(permit) = release.acquire().await {
+                                permit.forget();
+                            }
                             let _ = write.write_all(&bytes).await;
                             bytes.len()
                         }

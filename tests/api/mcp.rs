@@ -204,6 +204,7 @@ async fn wait_offered(app: &TestApp, name: &str, limit: Duration) -> bool {
     while Instant::now() < deadline {
         let names: Vec<String> = app
             .state
+            .catalog()
             .tools
             .offered(&["kb".to_owned()])
             .iter()

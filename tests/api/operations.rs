@@ -64,7 +64,7 @@ async fn a_graceful_stop_ends_the_server() {
 }
 
 /// The release binary's behaviour on SIGTERM, as an orchestrator sees it.
-mod sigterm {
+pub mod sigterm {
     use std::process::Stdio;
     use std::sync::Arc;
     use std::time::Duration;
@@ -155,10 +155,18 @@ mod sigterm {
         (child, port, log, reader)
     }
 
-    fn sigterm(child: &Child) {
+    pub fn sigterm(child: &Child) {
+        signal(child, "-TERM");
+    }
+
+    pub fn sighup(child: &Child) {
+        signal(child, "-HUP");
+    }
+
+    fn signal(child: &Child, which: &str) {
         let pid = child.id().expect("running").to_string();
         let status = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
+            .args([which, &pid])
             .status()
             .unwrap();
         assert!(status.success());
@@ -477,4 +485,95 @@ async fn metrics_are_exposed_in_prometheus_format_without_tenants_or_paths() {
         assert!(text.contains(needle), "{needle} missing from:\n{text}");
     }
     assert!(!text.contains("tenant-x7q"), "tenants are not labels");
+}
+
+/// SIGHUP re-reads agents, providers, tools and auth without a restart.
+mod reload {
+    use std::time::Duration;
+
+    use serde_json::json;
+
+    use crate::helpers::{completion, text_message};
+    use crate::hostile::{RawUpstream, Script, http};
+    use crate::operations::sigterm::{base_config, launch, sighup, sigterm};
+
+    async fn status_of(port: u16, agent: &str) -> u16 {
+        reqwest::Client::new()
+            .post(format!(
+                "http://127.0.0.1:{port}/api/v1/projects/p/ai/agents/chat"
+            ))
+            .json(&json!({"agentExternalId": agent, "messages": [text_message("hi")]}))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
+    /// Poll (bounded) until `agent` answers `want`.
+    async fn until(port: u16, agent: &str, want: u16) -> bool {
+        for _ in 0..200 {
+            if status_of(port, agent).await == want {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        false
+    }
+
+    #[tokio::test]
+    async fn sighup_swaps_agents_and_an_invalid_file_changes_nothing() {
+        let body = completion("ok").to_string();
+        let up = RawUpstream::start(Script::Bytes(http(
+            "200 OK",
+            &[("content-type", "application/json")],
+            &body,
+        )))
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let (mut child, port, log, reader) = launch(&base_config(&up.base, ""), &dir).await;
+        assert_eq!(status_of(port, "gpt").await, 200);
+        assert_eq!(status_of(port, "newcomer").await, 404);
+
+        // A new agent appears and the old one goes, without a restart.
+        let renamed = base_config(&up.base, "").replace("id = \"gpt\"", "id = \"newcomer\"");
+        std::fs::write(dir.path().join("agentgate.toml"), renamed).unwrap();
+        sighup(&child);
+        assert!(until(port, "newcomer", 200).await, "the new agent answers");
+        assert_eq!(
+            status_of(port, "gpt").await,
+            404,
+            "the removed agent is gone"
+        );
+
+        // An invalid file: the error is logged with its key, nothing changes.
+        let broken =
+            base_config(&up.base, "").replace("id = \"gpt\"", "id = \"newcomer\"\ntemperature = 9");
+        std::fs::write(dir.path().join("agentgate.toml"), broken).unwrap();
+        sighup(&child);
+        let mut logged = false;
+        for _ in 0..200 {
+            if log.lock().unwrap().iter().any(|l| {
+                l.contains("configuration reload failed") && l.contains("agents[0].temperature")
+            }) {
+                logged = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert!(logged, "the failed reload is logged with its key");
+        assert_eq!(
+            status_of(port, "newcomer").await,
+            200,
+            "the current set stays"
+        );
+
+        sigterm(&child);
+        let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+            .await
+            .expect("exits")
+            .unwrap();
+        assert!(status.success());
+        let _ = tokio::time::timeout(Duration::from_secs(10), reader).await;
+    }
 }

@@ -278,10 +278,10 @@ pub async fn two_concurrent_turns_on_one_session_never_lose_a_message(backend: B
         upstream.wait_hits(3).await;
         release.add_permits(2);
     };
-    let ((sa, _), (sb, eb), ()) = tokio::join!(a, b, both_waiting);
+    let ((sa, ea), (sb, eb), ()) = tokio::join!(a, b, both_waiting);
     let mut statuses = [sa, sb];
     statuses.sort();
-    assert_eq!(statuses, [200, 409], "{eb}");
+    assert_eq!(statuses, [200, 409], "{ea} / {eb}");
     let (_, detail) = app
         .quant_send(
             reqwest::Method::GET,

@@ -60,7 +60,7 @@ async fn chat(
     data: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let state: &AppState = &data;
-    let principal = state.auth.authenticate(req, project).await?;
+    let principal = state.catalog().auth.authenticate(req, project).await?;
     let request: ChatRequest =
         body::read_json(req, payload, state.settings.server.max_body_bytes).await?;
     let chat = request.validate()?;
@@ -98,6 +98,7 @@ async fn chat(
         can_confirm: true,
         streaming,
     };
+    let cx_tools = cx.tools.clone();
     let finisher = Finisher {
         data: data.clone(),
         tools: cx.tools.clone(),
@@ -108,7 +109,7 @@ async fn chat(
     };
     let events = run_turn(cx, conversation, input);
     if streaming {
-        let action_tools = data.tools.clone();
+        let action_tools = cx_tools.clone();
         return sse::respond(
             req,
             events,

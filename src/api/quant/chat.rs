@@ -32,7 +32,7 @@ async fn handle(
     data: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let app: &AppState = &data;
-    let principal = app.auth.authenticate(req, &org).await?;
+    let principal = app.catalog().auth.authenticate(req, &org).await?;
     crate::ids::check("agent id", &agent_id).map_err(ApiError::invalid)?;
     let body: ChatRequest =
         body::read_json(req, payload, app.settings.server.max_body_bytes).await?;
@@ -62,6 +62,7 @@ async fn handle(
         let agent_id = turn.agent_id.clone();
         let session_id = jobs::accept(app, &request_id, turn).await?;
         let agent_name = app
+            .catalog()
             .agents
             .get(&agent_id)
             .map(|a| a.name.clone())

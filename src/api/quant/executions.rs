@@ -27,7 +27,7 @@ async fn render(
     id: &str,
     app: &AppState,
 ) -> Result<HttpResponse, ApiError> {
-    let principal = app.auth.authenticate(req, org).await?;
+    let principal = app.catalog().auth.authenticate(req, org).await?;
     let not_found = || ApiError::new(ErrorCode::ExecutionNotFound, "execution not found");
     let rec = app
         .store

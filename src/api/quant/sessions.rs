@@ -19,7 +19,7 @@ use crate::store::{SessionFilter, SessionRecord};
 const MAX_LIST: usize = 100;
 
 async fn scope(req: &HttpRequest, app: &AppState, org: &str) -> Result<Scope, ApiError> {
-    let p = app.auth.authenticate(req, org).await?;
+    let p = app.catalog().auth.authenticate(req, org).await?;
     Ok(Scope {
         org: p.tenant,
         subject: p.subject,
@@ -27,7 +27,8 @@ async fn scope(req: &HttpRequest, app: &AppState, org: &str) -> Result<Scope, Ap
 }
 
 fn budget(app: &AppState, rec: &SessionRecord) -> Budget {
-    app.agents
+    app.catalog()
+        .agents
         .get(&rec.agent_id)
         .map(|a| a.budget)
         .unwrap_or_default()
