@@ -128,6 +128,24 @@ impl AppState {
             .clone()
     }
 
+    /// Re-read the config file and swap in its agents, providers, tools and
+    /// `[auth]` at once; returns how many agents it has. Requests in flight
+    /// finish on the set they started with. An invalid file changes nothing
+    /// (the error names the key). Other sections keep their start-up values
+    /// (a restart applies them); cursor keys keep their own rotation procedure.
+    pub fn reload(&self) -> Result<usize, String> {
+        let path = self
+            .config_path
+            .get()
+            .ok_or("the gateway was not started from a config file")?;
+        let settings = Settings::load(path).map_err(|e| e.to_string())?;
+        let env = |name: &str| std::env::var(name).ok();
+        let catalog = Catalog::build(&settings, &env).map_err(|e| e.to_string())?;
+        let agents = settings.agents.len();
+        self.swap_catalog(catalog);
+        Ok(agents)
+    }
+
     /// Replace the catalog; requests that hold the old one finish on it.
     pub fn swap_catalog(&self, catalog: Catalog) {
         *self.catalog.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(catalog);

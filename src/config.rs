@@ -301,6 +301,10 @@ pub struct ApiKeySettings {
     pub subject: String,
     /// The projects and organisations it may use; `"*"` for all.
     pub tenants: Vec<String>,
+    /// May call the admin endpoints (`POST /admin/reload`). Admin keys are
+    /// accepted there in every auth mode.
+    #[serde(default)]
+    pub admin: bool,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
@@ -705,10 +709,10 @@ impl Settings {
                 "mode = \"api_keys\" needs at least one [[auth.api_keys]]",
             ));
         }
-        if a.mode != AuthMode::ApiKeys && !a.api_keys.is_empty() {
+        if a.mode != AuthMode::ApiKeys && a.api_keys.iter().any(|k| !k.admin) {
             return Err(invalid(
                 "auth.api_keys",
-                "only applies to mode = \"api_keys\"",
+                "with another mode than \"api_keys\", only admin keys (admin = true) may be listed",
             ));
         }
         if a.mode == AuthMode::Jwt && a.issuers.is_empty() {

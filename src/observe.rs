@@ -110,3 +110,8 @@ pub fn tool_call(tool: &str, ok: bool) {
 pub fn cursor_failure(reason: &'static str) {
     counter!("agentgate_cursor_failures_total", "reason" => reason).increment(1);
 }
+
+/// Async jobs waiting for a worker (read at scrape time).
+pub fn queue_depth(depth: u64) {
+    gauge!("agentgate_async_queue_depth").set(depth as f64);
+}

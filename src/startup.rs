@@ -172,7 +172,7 @@ impl Application {
                     return result;
                 }
                 signal = signals.recv() => match signal {
-                    Received::Reload => match reload(&state) {
+                    Received::Reload => match state.reload() {
                         Ok(agents) => tracing::info!(agents, "configuration reloaded (SIGHUP)"),
                         Err(e) => tracing::error!(
                             error = %e,
@@ -216,24 +216,6 @@ impl Application {
             }
         }
     }
-}
-
-/// Re-read the config file and swap in its agents, providers, tools and
-/// `[auth]` at once. Requests in flight finish on the set they started
-/// with. An invalid file changes nothing (the error names the key). Other
-/// sections keep their start-up values (a restart applies them); cursor keys
-/// keep their own rotation procedure.
-pub fn reload(state: &AppState) -> Result<usize, String> {
-    let path = state
-        .config_path
-        .get()
-        .ok_or("the gateway was not started from a config file")?;
-    let settings = Settings::load(path).map_err(|e| e.to_string())?;
-    let env = |name: &str| std::env::var(name).ok();
-    let catalog = crate::app::Catalog::build(&settings, &env).map_err(|e| e.to_string())?;
-    let agents = settings.agents.len();
-    state.swap_catalog(catalog);
-    Ok(agents)
 }
 
 /// How often the per-key open counts are logged (when they changed).

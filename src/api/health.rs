@@ -26,7 +26,33 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 /// Prometheus metrics (text exposition format).
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let (_, up) = state.store.health().await;
+    if let Ok(depth) = state.store.queue_depth().await {
+        crate::observe::queue_depth(depth);
+    }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(crate::observe::render(&state, up))
+}
+
+/// `POST /admin/reload`: what SIGHUP does, for an admin API key. 200 with
+/// the number of agents, or 400 naming the key the file gets wrong (the
+/// current configuration stays).
+pub async fn reload(req: actix_web::HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let request_id = super::request_id::of(&req);
+    let key_id = match state.catalog().auth.admin(&req) {
+        Ok(id) => id,
+        Err(e) => return super::cognite::error::render(&e, &request_id),
+    };
+    match state.reload() {
+        Ok(agents) => {
+            tracing::info!(key_id, agents, "configuration reloaded (admin)");
+            HttpResponse::Ok().json(json!({"status": "reloaded", "agents": agents}))
+        }
+        Err(e) => {
+            tracing::error!(key_id, error = %e, "configuration reload failed; the current configuration stays");
+            let err =
+                crate::error::ApiError::invalid(format!("the configuration was not reloaded: {e}"));
+            super::cognite::error::render(&err, &request_id)
+        }
+    }
 }

@@ -34,6 +34,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .default_service(web::to(method_not_allowed::<Cognite>)),
     )
     .service(
+        web::resource("/admin/reload")
+            .route(web::post().to(health::reload))
+            .default_service(web::to(method_not_allowed::<Cognite>)),
+    )
+    .service(
         web::resource("/metrics")
             .route(web::get().to(health::metrics))
             .default_service(web::to(method_not_allowed::<Cognite>)),

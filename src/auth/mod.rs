@@ -41,6 +41,7 @@ struct ApiKey {
     id: String,
     hash: [u8; 32],
     subject: String,
+    admin: bool,
     /// `None` for every tenant (`"*"`).
     tenants: Option<Vec<String>>,
 }
@@ -114,6 +115,7 @@ impl Authenticator {
                     id: k.id.clone(),
                     hash: decode_hex(&k.sha256)?,
                     subject: k.subject.clone(),
+                    admin: k.admin,
                     tenants: (!k.tenants.iter().any(|t| t == "*")).then(|| k.tenants.clone()),
                 })
             })
@@ -182,6 +184,20 @@ impl Authenticator {
                 })
             }
         }
+    }
+
+    /// The admin key of `req` (for `/admin/*`, in every mode): 401 without
+    /// a valid key, 403 for a key that is not an admin key.
+    pub fn admin(&self, req: &HttpRequest) -> Result<String, ApiError> {
+        let key = self.api_key(req)?;
+        req.extensions_mut().insert(KeyId(key.id.clone()));
+        if !key.admin {
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                "this key may not use the admin endpoints",
+            ));
+        }
+        Ok(key.id.clone())
     }
 
     /// The configured key whose hash matches the request's bearer token.

@@ -426,6 +426,10 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    async fn queue_depth(&self) -> Result<u64, StoreError> {
+        Ok(self.lock()?.jobs.len() as u64)
+    }
+
     async fn health(&self) -> (&'static str, bool) {
         ("memory", true)
     }

@@ -244,4 +244,6 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn release_once(&self, key: &str) -> Result<(), StoreError>;
     /// Backend name and whether it answers.
     async fn health(&self) -> (&'static str, bool);
+    /// Jobs queued and not yet taken by a worker.
+    async fn queue_depth(&self) -> Result<u64, StoreError>;
 }

@@ -129,6 +129,12 @@ redis.call('XDEL', KEYS[1], ARGV[3])
 return 1
 ";
 
+/// Jobs in the stream not yet delivered to a worker (leased ones excluded).
+const DEPTH: &str = r"
+local pending = redis.call('XPENDING', KEYS[1], ARGV[1])[1]
+return redis.call('XLEN', KEYS[1]) - pending
+";
+
 const GROUP: &str = "workers";
 
 const CLAIM: &str = r"
@@ -701,6 +707,20 @@ impl Store for RedisStore {
             Ok(())
         })
         .await
+    }
+
+    async fn queue_depth(&self) -> Result<u64, StoreError> {
+        let key = self.jobs_key();
+        let waiting: i64 = self
+            .run(|mut c| async move {
+                Script::new(&format!("{ENSURE_GROUP}{DEPTH}"))
+                    .key(key)
+                    .arg(GROUP)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(waiting.max(0) as u64)
     }
 
     async fn health(&self) -> (&'static str, bool) {

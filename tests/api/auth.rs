@@ -382,3 +382,18 @@ jwks_refresh_seconds = {refresh}
         assert_eq!(body["error"]["type"], "invalid_cursor");
     }
 }
+
+#[tokio::test]
+async fn only_admin_keys_may_reload() {
+    let app = app().await;
+    let res = app
+        .client
+        .post(format!("{}/admin/reload", app.address))
+        .bearer_auth(ALPHA)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403);
+    let v: Value = res.json().await.unwrap();
+    assert_eq!(v["error"]["type"], "forbidden");
+}

@@ -481,6 +481,7 @@ async fn metrics_are_exposed_in_prometheus_format_without_tenants_or_paths() {
         "agentgate_cursor_opens_total{kid=\"k1\"}",
         "agentgate_time_to_first_token_seconds_bucket",
         "agentgate_store_up",
+        "agentgate_async_queue_depth",
     ] {
         assert!(text.contains(needle), "{needle} missing from:\n{text}");
     }
@@ -575,5 +576,69 @@ mod reload {
             .unwrap();
         assert!(status.success());
         let _ = tokio::time::timeout(Duration::from_secs(10), reader).await;
+    }
+
+    #[tokio::test]
+    async fn an_admin_key_reloads_over_http() {
+        use sha2::Digest;
+        const ADMIN: &str = "ag-admin-5e4d3c2b1a";
+        let hash: String = sha2::Sha256::digest(ADMIN.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let admin = format!(
+            "[[auth.api_keys]]\nid = \"ops\"\nsha256 = \"{hash}\"\nsubject = \"ops\"\n\
+             tenants = [\"*\"]\nadmin = true\n"
+        );
+        let body = completion("ok").to_string();
+        let up = RawUpstream::start(Script::Bytes(http(
+            "200 OK",
+            &[("content-type", "application/json")],
+            &body,
+        )))
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let (mut child, port, _log, _reader) = launch(&base_config(&up.base, &admin), &dir).await;
+        let url = format!("http://127.0.0.1:{port}/admin/reload");
+        let client = reqwest::Client::new();
+        let res = client.post(&url).send().await.unwrap();
+        assert_eq!(res.status(), 401, "no key");
+        let res = client
+            .post(&url)
+            .bearer_auth("ag-not-admin")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 401, "not a key");
+
+        let renamed = base_config(&up.base, &admin).replace("id = \"gpt\"", "id = \"viahttp\"");
+        std::fs::write(dir.path().join("agentgate.toml"), renamed).unwrap();
+        let res = client.post(&url).bearer_auth(ADMIN).send().await.unwrap();
+        assert_eq!(res.status(), 200);
+        let v: serde_json::Value = res.json().await.unwrap();
+        assert_eq!(v["agents"], 1);
+        assert_eq!(status_of(port, "viahttp").await, 200);
+        assert_eq!(status_of(port, "gpt").await, 404);
+
+        let broken = base_config(&up.base, &admin).replace("model = \"m\"", "model = \"\"");
+        std::fs::write(dir.path().join("agentgate.toml"), broken).unwrap();
+        let res = client.post(&url).bearer_auth(ADMIN).send().await.unwrap();
+        assert_eq!(res.status(), 400);
+        let v: serde_json::Value = res.json().await.unwrap();
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("agents[0].model"),
+            "{v}"
+        );
+        assert_eq!(
+            status_of(port, "viahttp").await,
+            200,
+            "the current set stays"
+        );
+
+        sigterm(&child);
+        let _ = tokio::time::timeout(Duration::from_secs(20), child.wait()).await;
     }
 }

@@ -473,3 +473,29 @@ async fn listing_pages_through_the_index_newest_first() {
         .collect();
     assert_eq!(got, want);
 }
+
+#[tokio::test]
+async fn queue_depth_counts_jobs_not_yet_taken() {
+    use agentgate::store::Store;
+    let redis = RedisServer::start().await;
+    let store = agentgate::store::redis::RedisStore::new(&redis.url(), "depth").unwrap();
+    let memory = agentgate::store::memory::MemoryStore::new(100);
+    for store in [&store as &dyn Store, &memory] {
+        assert_eq!(store.queue_depth().await.unwrap(), 0);
+        store.enqueue("one".into(), 10).await.unwrap();
+        store.enqueue("two".into(), 10).await.unwrap();
+        assert_eq!(store.queue_depth().await.unwrap(), 2);
+        let taken = store
+            .next_job("w", Duration::from_secs(2))
+            .await
+            .unwrap()
+            .expect("a job");
+        assert_eq!(
+            store.queue_depth().await.unwrap(),
+            1,
+            "a leased job is not waiting"
+        );
+        store.ack("w", &taken).await.unwrap();
+        assert_eq!(store.queue_depth().await.unwrap(), 1);
+    }
+}
