@@ -33,6 +33,9 @@ pub enum ConfigError {
     Parse(Box<figment::Error>),
     #[error("invalid configuration: {key}: {message}")]
     Invalid { key: String, message: String },
+    /// Several sections have problems: each is listed.
+    #[error("{} problems: {}", .0.len(), .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Many(Vec<ConfigError>),
     #[error("{KEYS_ENV}: {0}")]
     Keys(#[from] KeyConfigError),
     #[error("set only one of {KEYS_ENV} and {KEYS_FILE_ENV}")]
@@ -568,17 +571,44 @@ impl Settings {
     }
 
     /// Check every cross-field rule once, naming the key that breaks it.
+    /// Every section is checked, and every section's first problem is
+    /// reported (one error, or [`ConfigError::Many`]), each naming its key.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.validate_server()?;
-        self.validate_log()?;
-        self.validate_cursor()?;
-        self.validate_sessions()?;
-        self.validate_jobs()?;
-        self.validate_store()?;
-        self.validate_auth()?;
-        let providers = self.validate_providers()?;
-        let tools = self.validate_tools()?;
-        self.validate_agents(&providers, &tools)
+        let mut problems = Vec::new();
+        for check in [
+            Self::validate_server,
+            Self::validate_log,
+            Self::validate_cursor,
+            Self::validate_sessions,
+            Self::validate_jobs,
+            Self::validate_store,
+            Self::validate_auth,
+        ] {
+            if let Err(e) = check(self) {
+                problems.push(e);
+            }
+        }
+        // Agents are checked against the names that were configured, even
+        // where their sections have problems of their own.
+        let providers = self.validate_providers().unwrap_or_else(|e| {
+            problems.push(e);
+            self.providers.iter().map(|p| p.name.as_str()).collect()
+        });
+        let tools = self.validate_tools().unwrap_or_else(|e| {
+            problems.push(e);
+            ["clock", "calculator"]
+                .into_iter()
+                .chain(self.tools.iter().map(|t| t.name.as_str()))
+                .collect()
+        });
+        if let Err(e) = self.validate_agents(&providers, &tools) {
+            problems.push(e);
+        }
+        match problems.len() {
+            0 => Ok(()),
+            1 => Err(problems.remove(0)),
+            _ => Err(ConfigError::Many(problems)),
+        }
     }
 
     /// `[server]`.

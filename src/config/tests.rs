@@ -285,3 +285,18 @@ fn secrets_in_settings_never_print() {
     assert!(!printed.contains("hunter2-pw"), "{printed}");
     assert!(!printed.contains("tool-secret-77"), "{printed}");
 }
+
+#[test]
+fn every_section_with_a_problem_is_reported() {
+    let text =
+        format!("[server]\nworkers = 5000\n\n[jobs]\nmax_attempts = 0\n{MINIMAL}temperature = 9\n");
+    let err = Settings::from_toml(&text).unwrap_err().to_string();
+    for key in [
+        "server.workers",
+        "jobs.max_attempts",
+        "agents[0].temperature",
+    ] {
+        assert!(err.contains(key), "{err} should name {key}");
+    }
+    assert!(err.starts_with("3 problems"), "{err}");
+}
