@@ -143,11 +143,7 @@ pub fn prefix(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
     if s.len() <= max {
         return s.into();
     }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end]).into()
+    format!("{}…", &s[..s.floor_char_boundary(max)]).into()
 }
 
 impl ApiError {
