@@ -230,8 +230,9 @@ pub fn title_of(text: &str) -> String {
     text.chars().take(TITLE_CHARS).collect()
 }
 
-/// Run one chat turn on a (new or existing) session and store the result.
-pub async fn chat(app: &AppState, turn: ChatTurn) -> Result<ChatReply, SessionError> {
+/// Find (or start) the session and run one turn on it, without storing
+/// anything yet: [`finish`] commits the outcome.
+pub async fn run(app: &AppState, turn: ChatTurn) -> Result<(Prepared, TurnOutcome), SessionError> {
     let (prepared, cx, conversation, input) = prepare(app, turn, false).await?;
     let outcome = run_to_end(run_turn(cx, conversation, input))
         .await
@@ -239,7 +240,7 @@ pub async fn chat(app: &AppState, turn: ChatTurn) -> Result<ChatReply, SessionEr
             tracing::warn!(error = %e, "turn failed");
             SessionError::from(e)
         })?;
-    finish(app, prepared, outcome, None).await
+    Ok((prepared, outcome))
 }
 
 /// An async execution committing with its turn: its id, and how to seal
@@ -250,20 +251,14 @@ pub struct JobCommit<'a> {
     pub seal_result: &'a (dyn Fn(&ChatReply) -> Result<String, String> + Sync),
 }
 
-/// Like [`chat`], committing `job` with the turn; returns the reply and the
-/// sealed result.
+/// One turn on a session ([`run`], then [`finish`]) committing `job` with
+/// it; returns the reply and the sealed result.
 pub async fn chat_for_job(
     app: &AppState,
     turn: ChatTurn,
     job: JobCommit<'_>,
 ) -> Result<(ChatReply, String), SessionError> {
-    let (prepared, cx, conversation, input) = prepare(app, turn, false).await?;
-    let outcome = run_to_end(run_turn(cx, conversation, input))
-        .await
-        .map_err(|e| {
-            tracing::warn!(error = %e, "turn failed");
-            SessionError::from(e)
-        })?;
+    let (prepared, outcome) = run(app, turn).await?;
     let mut sealed = None;
     let reply = finish(app, prepared, outcome, Some((&job, &mut sealed))).await?;
     let sealed = sealed.ok_or_else(|| SessionError::Result("not sealed".into()))?;

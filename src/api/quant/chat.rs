@@ -97,16 +97,8 @@ async fn handle(
     }
     // Only the turn itself is abandoned at the end of a drain, never the
     // session write that commits it.
-    let (prepared, cx, conversation, input) = sessions::prepare(app, turn, false).await?;
-    let outcome = app
-        .unless_drained(async {
-            crate::runtime::run_to_end(run_turn(cx, conversation, input))
-                .await
-                .map_err(|e| {
-                    tracing::warn!(error = %e, "turn failed");
-                    ApiError::from(e)
-                })
-        })
+    let (prepared, outcome) = app
+        .unless_drained(async { Ok(sessions::run(app, turn).await?) })
         .await?;
     let reply = sessions::finish(app, prepared, outcome, None).await?;
     Ok(HttpResponse::Ok()
