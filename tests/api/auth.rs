@@ -3,19 +3,11 @@
 //! cursors and sessions.
 
 use serde_json::{Value, json};
-use sha2::Digest;
 
 use crate::helpers::*;
 
 const ALPHA: &str = "ag-alpha-4f1c9e2b7d";
 const BETA: &str = "ag-beta-8a3e5c1f0b";
-
-fn sha(key: &str) -> String {
-    sha2::Sha256::digest(key.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
 
 async fn app() -> TestApp {
     spawn_app_with(Options {
@@ -36,8 +28,8 @@ sha256 = "{}"
 subject = "svc-beta"
 tenants = ["*"]
 "#,
-            sha(ALPHA),
-            sha(BETA).to_uppercase()
+            sha256_hex(ALPHA),
+            sha256_hex(BETA).to_uppercase()
         ),
         ..Default::default()
     })

@@ -30,6 +30,15 @@ pub fn key_line(kid: &str, seed: u8) -> String {
     format!("{kid}:{}", STANDARD.encode(sha2::Sha256::digest([seed])))
 }
 
+/// The hex SHA-256 of `text` (how API keys are configured).
+pub fn sha256_hex(text: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 pub fn default_keys() -> String {
     key_line("k1", 1)
 }

@@ -163,6 +163,15 @@ pub mod sigterm {
         signal(child, "-HUP");
     }
 
+    /// Wait (bounded) for the binary to exit, which it must do with status 0.
+    pub async fn exits_0(child: &mut Child, why: &str) {
+        let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+            .await
+            .expect(why)
+            .unwrap();
+        assert!(status.success(), "{status:?}");
+    }
+
     fn signal(child: &Child, which: &str) {
         let pid = child.id().expect("running").to_string();
         let status = std::process::Command::new("kill")
@@ -231,11 +240,11 @@ pub mod sigterm {
             v["response"]["messages"][0]["content"]["text"],
             "finished after the signal"
         );
-        let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
-            .await
-            .expect("it exits once drained, well before the 30 s grace period")
-            .unwrap();
-        assert!(status.success(), "{status:?}");
+        exits_0(
+            &mut child,
+            "it exits once drained, well before the 30 s grace period",
+        )
+        .await;
     }
 
     #[tokio::test]
@@ -245,11 +254,11 @@ pub mod sigterm {
         let (mut child, port) = start(&up.base, &dir).await;
         assert!(!refused(port).await);
         sigterm(&child);
-        let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
-            .await
-            .expect("an idle replica exits well before the 30 s grace period")
-            .unwrap();
-        assert!(status.success(), "{status:?}");
+        exits_0(
+            &mut child,
+            "an idle replica exits well before the 30 s grace period",
+        )
+        .await;
     }
 
     #[tokio::test]
@@ -272,11 +281,7 @@ pub mod sigterm {
                 tokio::time::timeout(Duration::from_secs(5), socket.read_to_end(&mut answer)).await;
         }
         sigterm(&child);
-        let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
-            .await
-            .expect("exits")
-            .unwrap();
-        assert!(status.success());
+        exits_0(&mut child, "exits").await;
         tokio::time::timeout(Duration::from_secs(10), reader)
             .await
             .expect("the log pipe closes once the process exited")
@@ -293,12 +298,8 @@ pub mod sigterm {
     /// Keys, credentials and cursors never reach the log, even at debug level.
     #[tokio::test]
     async fn no_key_credential_or_cursor_appears_in_the_logs() {
-        use sha2::Digest;
         const API_KEY: &str = "ag-secret-9d8c7b6a5f4e3d2c";
-        let hash: String = sha2::Sha256::digest(API_KEY.as_bytes())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let hash = crate::helpers::sha256_hex(API_KEY);
         let body = completion("a reply").to_string();
         let up = RawUpstream::start(Script::Bytes(http(
             "200 OK",
@@ -350,10 +351,7 @@ pub mod sigterm {
             .unwrap();
         assert_eq!(res.status(), 400);
         sigterm(&child);
-        tokio::time::timeout(Duration::from_secs(20), child.wait())
-            .await
-            .expect("exits")
-            .unwrap();
+        exits_0(&mut child, "exits").await;
         tokio::time::timeout(Duration::from_secs(10), reader)
             .await
             .expect("the log pipe closes")
@@ -430,11 +428,7 @@ pub mod sigterm {
             .to_owned();
         assert!(last.contains("event: error"), "{last}");
         assert!(last.contains("\"type\":\"not_ready\""), "{last}");
-        let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
-            .await
-            .expect("exits")
-            .unwrap();
-        assert!(status.success(), "{status:?}");
+        exits_0(&mut child, "exits").await;
     }
 }
 
@@ -496,7 +490,7 @@ mod reload {
 
     use crate::helpers::{completion, text_message};
     use crate::hostile::{RawUpstream, Script, http};
-    use crate::operations::sigterm::{base_config, launch, sighup, sigterm};
+    use crate::operations::sigterm::{base_config, exits_0, launch, sighup, sigterm};
 
     async fn status_of(port: u16, agent: &str) -> u16 {
         reqwest::Client::new()
@@ -570,22 +564,14 @@ mod reload {
         );
 
         sigterm(&child);
-        let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
-            .await
-            .expect("exits")
-            .unwrap();
-        assert!(status.success());
+        exits_0(&mut child, "exits").await;
         let _ = tokio::time::timeout(Duration::from_secs(10), reader).await;
     }
 
     #[tokio::test]
     async fn an_admin_key_reloads_over_http() {
-        use sha2::Digest;
         const ADMIN: &str = "ag-admin-5e4d3c2b1a";
-        let hash: String = sha2::Sha256::digest(ADMIN.as_bytes())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let hash = crate::helpers::sha256_hex(ADMIN);
         let admin = format!(
             "[[auth.api_keys]]\nid = \"ops\"\nsha256 = \"{hash}\"\nsubject = \"ops\"\n\
              tenants = [\"*\"]\nadmin = true\n"
@@ -639,6 +625,6 @@ mod reload {
         );
 
         sigterm(&child);
-        let _ = tokio::time::timeout(Duration::from_secs(20), child.wait()).await;
+        exits_0(&mut child, "exits").await;
     }
 }
