@@ -49,7 +49,7 @@ pub fn render(state: &crate::app::AppState, store_up: bool) -> String {
 
 /// One HTTP request: by route pattern, method (the standard ones, else
 /// `other`: clients choose methods) and status.
-pub fn request(route: &str, method: &str, status: u16, seconds: f64) {
+pub fn request(route: String, method: &str, status: u16, seconds: f64) {
     const METHODS: [&str; 9] = [
         "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "CONNECT", "TRACE",
     ];
@@ -58,7 +58,6 @@ pub fn request(route: &str, method: &str, status: u16, seconds: f64) {
         .find(|m| **m == method)
         .copied()
         .unwrap_or("other");
-    let route = route.to_owned();
     counter!("agentgate_http_requests_total", "route" => route.clone(), "method" => method, "status" => status.to_string()).increment(1);
     histogram!("agentgate_http_request_duration_seconds", "route" => route).record(seconds);
 }

@@ -52,7 +52,7 @@ pub async fn middleware(
         .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
     req.extensions_mut().insert(RequestId(id.clone()));
     req.extensions_mut().insert(RequestStart(start));
-    let method = req.method().as_str().to_owned();
+    let method = req.method().clone();
     let span = tracing::info_span!(
         "request",
         request_id = %id,
@@ -69,13 +69,11 @@ pub async fn middleware(
     }
     let status = res.status().as_u16();
     let elapsed = start.elapsed().as_secs_f64();
-    let route = res.request().match_pattern();
-    crate::observe::request(
-        route.as_deref().unwrap_or("unmatched"),
-        &method,
-        status,
-        elapsed,
-    );
+    let route = res
+        .request()
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".to_owned());
+    crate::observe::request(route, method.as_str(), status, elapsed);
     let latency_ms = elapsed * 1000.0;
     span.in_scope(|| tracing::info!(status, latency_ms, "request finished"));
     Ok(res)
