@@ -81,6 +81,15 @@ impl AgentRegistry {
         self.agents.len()
     }
 
+    /// The longest turn any agent may run.
+    pub fn longest_turn(&self) -> std::time::Duration {
+        self.agents
+            .values()
+            .map(|a| a.max_turn)
+            .max()
+            .unwrap_or_default()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.agents.is_empty()
     }

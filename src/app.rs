@@ -38,7 +38,7 @@ pub enum AgentError {
 }
 
 /// What a configuration reload swaps, as one unit: agents, their providers,
-/// tools and the credentials. A request holds the catalog it started with
+/// tools, the credentials and the rate limits. A request holds the catalog it started with
 /// until it ends, so requests in flight finish on the old set.
 #[derive(Debug)]
 pub struct Catalog {
@@ -46,6 +46,7 @@ pub struct Catalog {
     pub agents: AgentRegistry,
     pub providers: ProviderRegistry,
     pub tools: Arc<ToolRegistry>,
+    pub rate_limits: crate::config::RateLimitSettings,
 }
 
 /// Why a catalog could not be built from settings.
@@ -77,6 +78,7 @@ impl Catalog {
             agents: AgentRegistry::new(&settings.agents),
             providers,
             tools,
+            rate_limits: settings.rate_limits.clone(),
         })
     }
 }
@@ -166,6 +168,7 @@ impl AppState {
             agent,
             route,
             tools: catalog.tools.clone(),
+            meter: None,
         })
     }
 

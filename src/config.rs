@@ -52,6 +52,9 @@ pub enum ConfigError {
     NoKeys,
 }
 
+/// The largest rate limit accepted (a billion per minute).
+const MAX_RATE: u64 = 1_000_000_000;
+
 fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.into(),
@@ -76,6 +79,8 @@ pub struct Settings {
     pub jobs: JobSettings,
     #[serde(default)]
     pub store: StoreSettings,
+    #[serde(default)]
+    pub rate_limits: RateLimitSettings,
     #[serde(default)]
     pub providers: Vec<ProviderSettings>,
     #[serde(default)]
@@ -308,6 +313,45 @@ pub struct ApiKeySettings {
     /// accepted there in every auth mode.
     #[serde(default)]
     pub admin: bool,
+    /// This key's own requests-per-minute limit, instead of
+    /// `rate_limits.key_requests_per_minute` (0: none).
+    #[serde(default)]
+    pub requests_per_minute: Option<u64>,
+    /// This key's own model-tokens-per-minute limit, instead of
+    /// `rate_limits.key_tokens_per_minute` (0: none).
+    #[serde(default)]
+    pub tokens_per_minute: Option<u64>,
+}
+
+/// `[rate_limits]`: per tenant (project or organisation) and per caller (API
+/// key, or token subject in `jwt` mode). 0 means no limit. With
+/// `[store] kind = "redis"` every replica shares the counters; with the
+/// memory store each replica counts on its own.
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitSettings {
+    /// Requests per minute for each tenant.
+    pub requests_per_minute: u64,
+    /// Model tokens (in + out) per minute for each tenant.
+    pub tokens_per_minute: u64,
+    /// Streamed turns open at once for each tenant.
+    pub concurrent_streams: u64,
+    /// Requests per minute for each API key or token subject.
+    pub key_requests_per_minute: u64,
+    /// Model tokens per minute for each API key or token subject.
+    pub key_tokens_per_minute: u64,
+    /// Per-tenant overrides of the three tenant limits, by tenant name.
+    pub tenants: std::collections::BTreeMap<String, TenantLimitSettings>,
+}
+
+/// `[rate_limits.tenants.<tenant>]`: what a tenant gets instead of the
+/// defaults; a key left out keeps the default.
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TenantLimitSettings {
+    pub requests_per_minute: Option<u64>,
+    pub tokens_per_minute: Option<u64>,
+    pub concurrent_streams: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
@@ -583,6 +627,7 @@ impl Settings {
             Self::validate_jobs,
             Self::validate_store,
             Self::validate_auth,
+            Self::validate_rate_limits,
         ] {
             if let Err(e) = check(self) {
                 problems.push(e);
@@ -652,6 +697,50 @@ impl Settings {
         if let Some(p) = &s.default_project {
             crate::ids::check("default project", p)
                 .map_err(|e| invalid("server.default_project", e))?;
+        }
+        Ok(())
+    }
+
+    /// `[rate_limits]` and the keys' own limits.
+    fn validate_rate_limits(&self) -> Result<(), ConfigError> {
+        let r = &self.rate_limits;
+        let check = |key: String, v: u64| {
+            if v > MAX_RATE {
+                Err(invalid(key, format!("must be 0 (no limit) to {MAX_RATE}")))
+            } else {
+                Ok(())
+            }
+        };
+        for (key, v) in [
+            ("requests_per_minute", r.requests_per_minute),
+            ("tokens_per_minute", r.tokens_per_minute),
+            ("concurrent_streams", r.concurrent_streams),
+            ("key_requests_per_minute", r.key_requests_per_minute),
+            ("key_tokens_per_minute", r.key_tokens_per_minute),
+        ] {
+            check(format!("rate_limits.{key}"), v)?;
+        }
+        for (tenant, t) in &r.tenants {
+            crate::ids::check("tenant", tenant)
+                .map_err(|e| invalid(format!("rate_limits.tenants.{tenant}"), e))?;
+            for (key, v) in [
+                ("requests_per_minute", t.requests_per_minute),
+                ("tokens_per_minute", t.tokens_per_minute),
+                ("concurrent_streams", t.concurrent_streams),
+            ] {
+                check(
+                    format!("rate_limits.tenants.{tenant}.{key}"),
+                    v.unwrap_or(0),
+                )?;
+            }
+        }
+        for (i, k) in self.auth.api_keys.iter().enumerate() {
+            for (key, v) in [
+                ("requests_per_minute", k.requests_per_minute),
+                ("tokens_per_minute", k.tokens_per_minute),
+            ] {
+                check(format!("auth.api_keys[{i}].{key}"), v.unwrap_or(0))?;
+            }
         }
         Ok(())
     }

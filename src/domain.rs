@@ -150,6 +150,13 @@ pub struct Usage {
 }
 
 impl Usage {
+    /// Tokens in and out, as rate limits count them.
+    pub fn billed(&self) -> u64 {
+        self.input_tokens
+            .unwrap_or(0)
+            .saturating_add(self.output_tokens.unwrap_or(0))
+    }
+
     /// Add another step's usage; a field stays `None` only if neither reported it.
     pub fn add(&mut self, other: Usage) {
         fn sum(a: Option<u64>, b: Option<u64>) -> Option<u64> {

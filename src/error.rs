@@ -33,6 +33,7 @@ pub enum ErrorCode {
     ConversationTooLarge,
     UpstreamRejected,
     UpstreamRateLimited,
+    RateLimited,
     Internal,
     ProviderMisconfigured,
     UpstreamError,
@@ -45,7 +46,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 30] = [
+    pub const ALL: [ErrorCode; 31] = [
         ErrorCode::InvalidRequest,
         ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
@@ -67,6 +68,7 @@ impl ErrorCode {
         ErrorCode::ConversationTooLarge,
         ErrorCode::UpstreamRejected,
         ErrorCode::UpstreamRateLimited,
+        ErrorCode::RateLimited,
         ErrorCode::Internal,
         ErrorCode::ProviderMisconfigured,
         ErrorCode::UpstreamError,
@@ -110,6 +112,7 @@ impl ErrorCode {
             ErrorCode::ConversationTooLarge => ("conversation_too_large", 422),
             ErrorCode::UpstreamRejected => ("upstream_rejected", 422),
             ErrorCode::UpstreamRateLimited => ("upstream_rate_limited", 429),
+            ErrorCode::RateLimited => ("rate_limited", 429),
             ErrorCode::Internal => ("internal_error", 500),
             ErrorCode::ProviderMisconfigured => ("provider_misconfigured", 500),
             ErrorCode::UpstreamError => ("upstream_error", 502),

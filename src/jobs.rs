@@ -87,6 +87,9 @@ pub struct Job {
     pub agent_id: String,
     pub session_id: String,
     pub sealed_input: String,
+    /// The token buckets the turn's model usage is charged to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tokens: Vec<crate::limits::TokenBucket>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -311,6 +314,11 @@ pub async fn accept(app: &AppState, request_id: &str, turn: ChatTurn) -> Result<
         agent_id: turn.agent_id,
         session_id: session_id.clone(),
         sealed_input,
+        tokens: turn
+            .meter
+            .as_ref()
+            .map(|m| m.buckets().to_vec())
+            .unwrap_or_default(),
     };
     let payload = serde_json::to_string(&job).map_err(|e| JobError::unreadable("job", e))?;
     if let Err(e) = app
@@ -463,6 +471,7 @@ async fn execute(app: &AppState, job: &Job) -> Result<String, JobError> {
             session_id: Some(job.session_id.clone()),
             message: input.message,
             system: input.system,
+            meter: crate::limits::Meter::new(app.store.clone(), job.tokens.clone()),
         },
         sessions::JobCommit {
             request_id: &job.request_id,

@@ -16,6 +16,7 @@ pub mod domain;
 pub mod error;
 pub mod ids;
 pub mod jobs;
+pub mod limits;
 pub mod llm;
 pub mod observe;
 pub mod runtime;

@@ -62,6 +62,19 @@ pub fn request(route: String, method: &str, status: u16, seconds: f64) {
     histogram!("agentgate_http_request_duration_seconds", "route" => route).record(seconds);
 }
 
+/// A request refused by a rate limit: `scope` is `tenant` or `caller`,
+/// `limit` is `requests`, `tokens` or `streams`.
+pub fn rate_limited(scope: &'static str, limit: &'static str) {
+    counter!("agentgate_rate_limit_rejections_total", "scope" => scope, "limit" => limit)
+        .increment(1);
+}
+
+/// A rate limit that could not be checked (the store failed; it let the
+/// request through).
+pub fn rate_limit_store_error() {
+    counter!("agentgate_rate_limit_store_errors_total").increment(1);
+}
+
 /// Tokens billed by one provider answer for an agent.
 pub fn tokens(agent: &str, provider: &str, usage: &Usage) {
     for (direction, n) in [

@@ -61,6 +61,8 @@ pub struct ChatTurn {
     pub session_id: Option<String>,
     pub message: String,
     pub system: Option<String>,
+    /// Charges the turn's model tokens to its caller's rate limits.
+    pub meter: Option<crate::limits::Meter>,
 }
 
 #[derive(Debug)]
@@ -301,7 +303,8 @@ pub async fn prepare(
     turn: ChatTurn,
     streaming: bool,
 ) -> Result<(Prepared, TurnContext, ConversationState, TurnInput), SessionError> {
-    let cx = app.turn_context(&turn.agent_id)?;
+    let mut cx = app.turn_context(&turn.agent_id)?;
+    cx.meter = turn.meter.clone();
     let agent = cx.agent.clone();
     let now = app.clock.now();
     let (rec, new) = match &turn.session_id {

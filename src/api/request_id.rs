@@ -67,6 +67,14 @@ pub async fn middleware(
     if let Ok(value) = HeaderValue::from_str(&id) {
         res.headers_mut().insert(HEADER, value);
     }
+    let limits = res
+        .request()
+        .extensions()
+        .get::<crate::limits::RateHeaders>()
+        .map(crate::limits::RateHeaders::headers);
+    for (name, value) in limits.into_iter().flatten() {
+        res.headers_mut().insert(name, value);
+    }
     let status = res.status().as_u16();
     let elapsed = start.elapsed().as_secs_f64();
     let route = res

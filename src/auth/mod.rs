@@ -29,6 +29,20 @@ pub struct Principal {
     pub subject: String,
     /// The API key's id, when an API key authenticated the request.
     pub key_id: Option<String>,
+    /// Who is counted by the per-caller rate limits: the API key, or the
+    /// token's subject in `jwt` mode (hashed: it is used in store keys).
+    /// `None` without authentication.
+    pub caller: Option<Caller>,
+}
+
+/// The identity the per-caller rate limits count against, with the limits
+/// its API key sets for itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// `k:<key id>` or `s:<sha-256 of the subject, 32 hex digits>`.
+    pub id: String,
+    pub requests_per_minute: Option<u64>,
+    pub tokens_per_minute: Option<u64>,
 }
 
 /// The id of the API key that authenticated a request, in its extensions
@@ -44,6 +58,8 @@ struct ApiKey {
     admin: bool,
     /// `None` for every tenant (`"*"`).
     tenants: Option<Vec<String>>,
+    requests_per_minute: Option<u64>,
+    tokens_per_minute: Option<u64>,
 }
 
 /// Checks credentials as `[auth]` says; built once at start.
@@ -117,6 +133,8 @@ impl Authenticator {
                     subject: k.subject.clone(),
                     admin: k.admin,
                     tenants: (!k.tenants.iter().any(|t| t == "*")).then(|| k.tenants.clone()),
+                    requests_per_minute: k.requests_per_minute,
+                    tokens_per_minute: k.tokens_per_minute,
                 })
             })
             .collect();
@@ -145,6 +163,7 @@ impl Authenticator {
                 tenant: tenant.to_owned(),
                 subject: ANONYMOUS.to_owned(),
                 key_id: None,
+                caller: None,
             }),
             AuthMode::Jwt => {
                 let token = bearer(req)?;
@@ -160,10 +179,17 @@ impl Authenticator {
                     tracing::info!(issuer = %verified.issuer, tenant, "token used outside its tenants");
                     return Err(forbidden());
                 }
+                let digest = Sha256::digest(verified.subject.as_bytes());
+                let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
                 Ok(Principal {
                     tenant: tenant.to_owned(),
                     subject: verified.subject,
                     key_id: None,
+                    caller: Some(Caller {
+                        id: format!("s:{hex}"),
+                        requests_per_minute: None,
+                        tokens_per_minute: None,
+                    }),
                 })
             }
             AuthMode::ApiKeys => {
@@ -181,6 +207,11 @@ impl Authenticator {
                     tenant: tenant.to_owned(),
                     subject: key.subject.clone(),
                     key_id: Some(key.id.clone()),
+                    caller: Some(Caller {
+                        id: format!("k:{}", key.id),
+                        requests_per_minute: key.requests_per_minute,
+                        tokens_per_minute: key.tokens_per_minute,
+                    }),
                 })
             }
         }

@@ -82,6 +82,8 @@ pub struct TurnContext {
     /// The agent's providers: retries, fallback and circuit breaking.
     pub route: Arc<Route>,
     pub tools: Arc<ToolRegistry>,
+    /// Charges the turn's model tokens to its caller's rate limits.
+    pub meter: Option<crate::limits::Meter>,
 }
 
 /// Run one turn of `agent` on `state` with `input`: call the model, run the

@@ -25,6 +25,7 @@ fn cx(agent: Arc<AgentSpec>, provider: Arc<dyn Provider>) -> TurnContext {
         agent,
         route: Arc::new(Route::single(provider)),
         tools: Arc::new(ToolRegistry::new(&[], &|_| None).unwrap()),
+        meter: None,
     }
 }
 

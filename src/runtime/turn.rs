@@ -29,6 +29,7 @@ pub(super) struct Turn {
     pub streaming: bool,
     pub state: ConversationState,
     usage: Usage,
+    meter: Option<crate::limits::Meter>,
     reply: String,
     tool_runs: Vec<ToolRun>,
 }
@@ -93,6 +94,7 @@ impl Turn {
             agent,
             route,
             tools,
+            meter,
         } = cx;
         let deadline = Instant::now() + agent.max_turn;
         let system = match &input.system_extra {
@@ -130,6 +132,7 @@ impl Turn {
             streaming: input.streaming,
             state,
             usage: Usage::default(),
+            meter,
             reply: String::new(),
             tool_runs: Vec::new(),
         };
@@ -163,7 +166,16 @@ impl Turn {
 
     /// Count the usage of a step that was cut short (its answer is dropped).
     pub fn count_usage(&mut self, answer: &StepAnswer) {
-        self.usage.add(answer.usage);
+        self.add_usage(answer.usage);
+    }
+
+    /// Add a model answer's usage to the turn's, and charge it to the
+    /// caller's token limits.
+    fn add_usage(&mut self, usage: Usage) {
+        self.usage.add(usage);
+        if let Some(meter) = &self.meter {
+            meter.charge(usage.billed());
+        }
     }
 
     /// Record a model answer in the history. Without tool calls the turn is
@@ -176,7 +188,7 @@ impl Turn {
             finish,
             usage,
         } = answer;
-        self.usage.add(usage);
+        self.add_usage(usage);
         self.reply.push_str(&text);
         self.state.history.extend(reasoning);
         self.state.history.push(HistoryItem::Assistant {

@@ -6,7 +6,9 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use super::{Claim, ExecutionRecord, Lease, SessionFilter, SessionRecord, Store, StoreError};
+use super::{
+    Bucket, Claim, ExecutionRecord, Lease, SessionFilter, SessionRecord, Store, StoreError, Tokens,
+};
 
 /// Bytes counted for a record beyond its variable-length fields.
 const RECORD_OVERHEAD: usize = 256;
@@ -17,6 +19,8 @@ pub struct MemoryStore {
     max_bytes: usize,
     inner: Mutex<Inner>,
     job_ready: tokio::sync::Notify,
+    /// Rate-limit counters (this replica's own).
+    limits: super::rate::Local,
 }
 
 /// A single-use key's answer, result and expiry.
@@ -165,6 +169,7 @@ impl MemoryStore {
             max_bytes,
             inner: Mutex::new(Inner::default()),
             job_ready: tokio::sync::Notify::new(),
+            limits: super::rate::Local::default(),
         }
     }
 
@@ -432,6 +437,35 @@ impl Store for MemoryStore {
 
     async fn health(&self) -> (&'static str, bool) {
         ("memory", true)
+    }
+
+    async fn count_request(&self, key: &str, per_minute: u64) -> Result<Bucket, StoreError> {
+        Ok(self.limits.request(key, per_minute))
+    }
+
+    async fn meter_tokens(
+        &self,
+        key: &str,
+        per_minute: u64,
+        how: Tokens,
+    ) -> Result<Bucket, StoreError> {
+        Ok(self.limits.tokens(key, per_minute, how))
+    }
+
+    async fn open_slot(
+        &self,
+        key: &str,
+        _id: &str,
+        max: u64,
+        _lease: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        // Slots live and die with this process: no lease is needed.
+        Ok(self.limits.open_slot(key, max))
+    }
+
+    async fn close_slot(&self, key: &str, _id: &str) -> Result<(), StoreError> {
+        self.limits.close_slot(key);
+        Ok(())
     }
 }
 

@@ -4,6 +4,9 @@
 //! state and job payloads are always sealed (cv1) before they reach a store.
 
 pub mod memory;
+pub mod rate;
+
+pub use rate::{Bucket, Tokens};
 pub mod redis;
 
 use serde::{Deserialize, Serialize};
@@ -246,4 +249,24 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn health(&self) -> (&'static str, bool);
     /// Jobs queued and not yet taken by a worker.
     async fn queue_depth(&self) -> Result<u64, StoreError>;
+    /// Count one request against the bucket `key` of `per_minute` requests
+    /// ([`rate`]); refused (and not counted) when it is empty.
+    async fn count_request(&self, key: &str, per_minute: u64) -> Result<Bucket, StoreError>;
+    /// Peek at or charge the token bucket `key` of `per_minute` tokens.
+    async fn meter_tokens(
+        &self,
+        key: &str,
+        per_minute: u64,
+        how: Tokens,
+    ) -> Result<Bucket, StoreError>;
+    /// Open one of `max` slots of `key` for `id`; `false` when all are open.
+    /// A slot left open by a replica that died closes itself after `lease`.
+    async fn open_slot(
+        &self,
+        key: &str,
+        id: &str,
+        max: u64,
+        lease: std::time::Duration,
+    ) -> Result<bool, StoreError>;
+    async fn close_slot(&self, key: &str, id: &str) -> Result<(), StoreError>;
 }

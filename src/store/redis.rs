@@ -13,6 +13,11 @@
 //!   a delivered job stays pending (leased) until acked, its lease is renewed by
 //!   `XCLAIM … JUSTID`, and `XAUTOCLAIM` hands a job whose lease lapsed (its
 //!   replica died) to another replica.
+//! * `P:rl:<bucket>`: a rate-limit bucket's theoretical arrival time (ms, on
+//!   Redis's clock), expiring when the bucket is full again; read and written
+//!   by one script per check ([`GCRA`]), so every replica counts against one
+//!   bucket.
+//! * `P:sl:<key>`: open stream slots, a sorted set of ids by lease expiry.
 //!
 //! The connection is made lazily and re-made by the connection manager, so the
 //! gateway starts and keeps serving cursor chat while Redis is down; every
@@ -24,6 +29,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 use tokio::sync::Mutex;
 
+use super::rate::{Bucket, Tokens};
 use super::{Claim, ExecutionRecord, Lease, SessionFilter, SessionRecord, Store, StoreError};
 
 const OP_TIMEOUT: Duration = Duration::from_secs(2);
@@ -54,6 +60,51 @@ if (not v) or tonumber(v) ~= tonumber(ARGV[1]) then return 0 end
 redis.call('HSET', KEYS[1], 'v', tonumber(ARGV[1]) + 1, 'd', ARGV[2])
 set_optional(KEYS[1], ARGV[6], ARGV[7])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+";
+
+/// One step on a rate-limit bucket (the arithmetic of
+/// [`super::rate::gcra`], on Redis's clock so that replicas agree). KEYS[1]:
+/// the bucket; ARGV: units per minute, cost, and `t` (take if it fits), `f`
+/// (take into debt) or `p` (peek: would one unit fit). Returns allowed,
+/// remaining, retry-after ms and reset ms.
+const GCRA: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local window = 60000
+local interval = window / tonumber(ARGV[1])
+local op = ARGV[3]
+local cost = tonumber(ARGV[2])
+if op == 'p' then cost = 1 end
+local tat = now
+local stored = redis.call('GET', KEYS[1])
+if stored then tat = math.max(tonumber(stored), now) end
+local new = tat + cost * interval
+local allowed = (new - now) <= window
+local level = tat
+if op == 'f' or (op == 't' and allowed) then
+  level = new
+  redis.call('SET', KEYS[1], string.format('%.3f', new), 'PX', math.ceil(new - now) + 1)
+end
+local remaining = math.floor((window - (level - now)) / interval)
+if remaining < 0 then remaining = 0 end
+local retry = 0
+if not allowed then retry = math.ceil(new - now - window) end
+return {allowed and 1 or 0, remaining, retry, math.ceil(level - now)}
+";
+
+/// Open a stream slot. KEYS[1]: the slots (ids by lease expiry); ARGV: id,
+/// most slots, lease ms. Slots whose lease passed (their replica died) are
+/// dropped first.
+const OPEN_SLOT: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[3]) then
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+end
 return 1
 ";
 
@@ -304,6 +355,35 @@ impl RedisStore {
 
     fn execution_key(&self, id: &str) -> String {
         format!("{}:e:{id}", self.prefix)
+    }
+
+    /// Run [`GCRA`] on the bucket `key`.
+    async fn gcra(
+        &self,
+        key: &str,
+        per_minute: u64,
+        cost: u64,
+        op: &'static str,
+    ) -> Result<Bucket, StoreError> {
+        let k = format!("{}:rl:{key}", self.prefix);
+        let (allowed, remaining, retry, reset): (i64, i64, i64, i64) = self
+            .run(|mut c| async move {
+                Script::new(GCRA)
+                    .key(k)
+                    .arg(per_minute.max(1))
+                    .arg(cost)
+                    .arg(op)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        let ms = |v: i64| Duration::from_millis(v.max(0) as u64);
+        Ok(Bucket {
+            allowed: allowed == 1,
+            remaining: remaining.max(0) as u64,
+            retry_after: ms(retry),
+            reset: ms(reset),
+        })
     }
 
     fn once_key(&self, key: &str) -> String {
@@ -721,6 +801,54 @@ impl Store for RedisStore {
             })
             .await?;
         Ok(waiting.max(0) as u64)
+    }
+
+    async fn count_request(&self, key: &str, per_minute: u64) -> Result<Bucket, StoreError> {
+        self.gcra(key, per_minute, 1, "t").await
+    }
+
+    async fn meter_tokens(
+        &self,
+        key: &str,
+        per_minute: u64,
+        how: Tokens,
+    ) -> Result<Bucket, StoreError> {
+        match how {
+            Tokens::Peek => self.gcra(key, per_minute, 1, "p").await,
+            Tokens::Charge(n) => self.gcra(key, per_minute, n, "f").await,
+        }
+    }
+
+    async fn open_slot(
+        &self,
+        key: &str,
+        id: &str,
+        max: u64,
+        lease: Duration,
+    ) -> Result<bool, StoreError> {
+        let (k, id) = (format!("{}:sl:{key}", self.prefix), id.to_owned());
+        let lease_ms = lease.as_millis().max(1) as u64;
+        let opened: i64 = self
+            .run(|mut c| async move {
+                Script::new(OPEN_SLOT)
+                    .key(k)
+                    .arg(id)
+                    .arg(max)
+                    .arg(lease_ms)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(opened == 1)
+    }
+
+    async fn close_slot(&self, key: &str, id: &str) -> Result<(), StoreError> {
+        let (k, id) = (format!("{}:sl:{key}", self.prefix), id.to_owned());
+        self.run(|mut c| async move {
+            let _: i64 = c.zrem(k, id).await?;
+            Ok(())
+        })
+        .await
     }
 
     async fn health(&self) -> (&'static str, bool) {

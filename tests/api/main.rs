@@ -10,6 +10,7 @@ mod edges;
 mod errors;
 mod helpers;
 mod hostile;
+mod limits;
 mod mcp;
 mod mcp_server;
 mod operations;

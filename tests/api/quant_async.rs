@@ -260,6 +260,7 @@ pub async fn a_rerun_after_the_turn_committed_does_not_run_it_twice(backend: Bac
         agent_id: "gpt".into(),
         session_id: sid.clone(),
         sealed_input,
+        tokens: Vec::new(),
     };
     store
         .enqueue(serde_json::to_string(&job).unwrap(), 10)

@@ -16,6 +16,7 @@ use crate::domain::{
     ConversationState, HistoryItem, PendingAction, PendingKind, StopReason, ToolCall,
 };
 use crate::error::{ApiError, ErrorCode};
+use crate::limits::{self, Work};
 use crate::runtime::{TurnContext, TurnInput, TurnOutcome, run_to_end, run_turn};
 use crate::store::Claim;
 use crate::tools::{Expose, ToolRegistry, ToolRun, ToolSpec};
@@ -64,11 +65,14 @@ async fn chat(
     let request: ChatRequest =
         body::read_json(req, payload, state.settings.server.max_body_bytes).await?;
     let chat = request.validate()?;
+    let streaming = chat.stream || sse::accepts_event_stream(req);
+    let admitted = limits::admit(state, req, &principal, Work::Turn { streaming }).await?;
     let span = tracing::Span::current();
     span.record("project", project);
     span.record("agent", chat.agent.as_str());
 
-    let cx = state.turn_context(&chat.agent)?;
+    let mut cx = state.turn_context(&chat.agent)?;
+    cx.meter = admitted.meter;
     check_client_tools(&cx, &chat.client_tools)?;
     let agent = cx.agent.clone();
     let ctx = CursorContext {
@@ -88,7 +92,6 @@ async fn chat(
         }
     };
 
-    let streaming = chat.stream || sse::accepts_event_stream(req);
     let input = TurnInput {
         messages: chat.messages,
         system_extra: None,
@@ -107,7 +110,7 @@ async fn chat(
         subject: principal.subject,
         guard,
     };
-    let events = run_turn(cx, conversation, input);
+    let events = limits::holding(run_turn(cx, conversation, input), admitted.slot);
     if streaming {
         let action_tools = cx_tools.clone();
         return sse::respond(

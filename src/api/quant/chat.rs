@@ -7,6 +7,7 @@ use super::wire::{Accepted, ChatRequest, ChatResponse, ChatResponseBody, UsageOu
 use crate::api::{AppState, body, report, request_id, sse};
 use crate::error::ApiError;
 use crate::jobs;
+use crate::limits::{self, Work};
 use crate::runtime::run_turn;
 use crate::sessions::{self, ChatTurn, Scope};
 
@@ -46,7 +47,9 @@ async fn handle(
     if streaming && run_async {
         return Err(ApiError::invalid("stream and async cannot be combined"));
     }
+    let admitted = limits::admit(app, req, &principal, Work::Turn { streaming }).await?;
     let turn = ChatTurn {
+        meter: admitted.meter,
         scope: Scope {
             org: principal.tenant.clone(),
             subject: principal.subject,
@@ -82,7 +85,7 @@ async fn handle(
         let finish_data = data.clone();
         return sse::respond(
             req,
-            run_turn(cx, conversation, input),
+            limits::holding(run_turn(cx, conversation, input), admitted.slot),
             sse::Renderer {
                 finish: move |outcome| async move {
                     let reply = sessions::finish(&finish_data, prepared, outcome, None).await?;

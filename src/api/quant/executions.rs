@@ -28,6 +28,7 @@ async fn render(
     app: &AppState,
 ) -> Result<HttpResponse, ApiError> {
     let principal = app.catalog().auth.authenticate(req, org).await?;
+    crate::limits::admit(app, req, &principal, crate::limits::Work::Read).await?;
     let not_found = || ApiError::new(ErrorCode::ExecutionNotFound, "execution not found");
     let rec = app
         .store

@@ -20,6 +20,7 @@ const MAX_LIST: usize = 100;
 
 async fn scope(req: &HttpRequest, app: &AppState, org: &str) -> Result<Scope, ApiError> {
     let p = app.catalog().auth.authenticate(req, org).await?;
+    crate::limits::admit(app, req, &p, crate::limits::Work::Read).await?;
     Ok(Scope {
         org: p.tenant,
         subject: p.subject,
