@@ -3,8 +3,8 @@
 # installs what is missing (Debian packages with apt-get, Python packages into
 # .venv), checks formatting and lints, and runs every test (unit, integration
 # against real mock upstreams and real redis-server processes, the cognite-sdk
-# and quantcdn-client end-to-end tests, and the criterion benches in their
-# quick test mode). It leaves no services running: each test spawns the
+# and quantcdn-client end-to-end tests, schemathesis against /openapi.json, and
+# the criterion benches in their quick test mode). It leaves no services running: each test spawns the
 # gateway, its mock upstreams and its redis-server on free loopback ports and
 # stops them.
 set -euo pipefail
@@ -35,7 +35,7 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 
 VENV=.venv
-if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import cognite.client, quantcdn' >/dev/null 2>&1; then
+if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import cognite.client, quantcdn, schemathesis, openapi_spec_validator' >/dev/null 2>&1; then
   log "creating $VENV with the pinned Python test clients"
   rm -rf "$VENV"
   python3 -m venv "$VENV"

@@ -4,11 +4,13 @@
 pub mod body;
 pub mod cognite;
 pub mod health;
+pub mod openapi;
 pub mod quant;
 pub mod report;
 pub mod request_id;
 pub mod sse;
 
+use actix_web::http::Method;
 use actix_web::{HttpRequest, HttpResponse, web};
 
 pub use crate::app::{AppState, Lifecycle};
@@ -26,38 +28,93 @@ pub fn error_response(err: &ApiError, body: String) -> HttpResponse {
     res.content_type("application/json").body(body)
 }
 
+/// Where routes go: into the app, or into a list of `(method, path)` (the
+/// route table the OpenAPI test compares with the document). Both come
+/// from the one [`register`] function, so the list is what the app serves.
+pub enum Sink<'a> {
+    Config(&'a mut web::ServiceConfig),
+    List {
+        prefix: String,
+        routes: &'a mut Vec<(Method, String)>,
+    },
+}
+
+impl Sink<'_> {
+    /// One path with its methods; any other method gets 405 in format `F`.
+    fn resource<F: ErrorFormat + 'static>(
+        &mut self,
+        path: &str,
+        routes: Vec<(Method, actix_web::Route)>,
+    ) {
+        match self {
+            Sink::Config(cfg) => {
+                let mut resource = web::resource(path);
+                for (method, route) in routes {
+                    resource = resource.route(route.method(method));
+                }
+                cfg.service(resource.default_service(web::to(method_not_allowed::<F>)));
+            }
+            Sink::List {
+                prefix,
+                routes: list,
+            } => {
+                list.extend(
+                    routes
+                        .into_iter()
+                        .map(|(m, _)| (m, format!("{prefix}{path}"))),
+                );
+            }
+        }
+    }
+}
+
 /// Register every route.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/healthz")
-            .route(web::get().to(health::healthz))
-            .default_service(web::to(method_not_allowed::<Cognite>)),
-    )
-    .service(
-        web::resource("/admin/reload")
-            .route(web::post().to(health::reload))
-            .default_service(web::to(method_not_allowed::<Cognite>)),
-    )
-    .service(
-        web::resource("/metrics")
-            .route(web::get().to(health::metrics))
-            .default_service(web::to(method_not_allowed::<Cognite>)),
-    )
-    .service(
-        web::resource("/readyz")
-            .route(web::get().to(health::readyz))
-            .default_service(web::to(method_not_allowed::<Cognite>)),
-    )
-    .service(
-        web::resource("/api/v1/projects/{project}/ai/agents/chat")
-            .route(web::post().to(cognite::handlers::chat_in_project))
-            .default_service(web::to(method_not_allowed::<Cognite>)),
-    )
-    .configure(quant::routes)
-    .service(
-        web::resource("/ai/agents/chat")
-            .route(web::post().to(cognite::handlers::chat_default_project))
-            .default_service(web::to(method_not_allowed::<Cognite>)),
+    register(&mut Sink::Config(cfg));
+}
+
+/// Every `(method, path pattern)` the app serves.
+pub fn route_table() -> Vec<(Method, String)> {
+    let mut routes = Vec::new();
+    register(&mut Sink::List {
+        prefix: String::new(),
+        routes: &mut routes,
+    });
+    routes
+}
+
+fn register(sink: &mut Sink<'_>) {
+    let get = || Method::GET;
+    sink.resource::<Cognite>("/healthz", vec![(get(), web::route().to(health::healthz))]);
+    sink.resource::<Cognite>("/readyz", vec![(get(), web::route().to(health::readyz))]);
+    sink.resource::<Cognite>("/metrics", vec![(get(), web::route().to(health::metrics))]);
+    sink.resource::<Cognite>(
+        "/admin/reload",
+        vec![(Method::POST, web::route().to(health::reload))],
+    );
+    sink.resource::<Cognite>(
+        "/openapi.json",
+        vec![(get(), web::route().to(openapi::document))],
+    );
+    sink.resource::<Cognite>("/docs", vec![(get(), web::route().to(openapi::docs_root))]);
+    sink.resource::<Cognite>(
+        "/docs/{file:.*}",
+        vec![(get(), web::route().to(openapi::docs_file))],
+    );
+    sink.resource::<Cognite>(
+        "/api/v1/projects/{project}/ai/agents/chat",
+        vec![(
+            Method::POST,
+            web::route().to(cognite::handlers::chat_in_project),
+        )],
+    );
+    quant::register(sink);
+    sink.resource::<Cognite>(
+        "/ai/agents/chat",
+        vec![(
+            Method::POST,
+            web::route().to(cognite::handlers::chat_default_project),
+        )],
     );
 }
 

@@ -13,6 +13,7 @@ mod hostile;
 mod limits;
 mod mcp;
 mod mcp_server;
+mod openapi;
 mod operations;
 mod quant;
 mod quant_async;

@@ -7,7 +7,7 @@ use std::process::Command;
 
 use crate::helpers::*;
 
-fn python() -> PathBuf {
+pub fn python() -> PathBuf {
     if let Some(p) = std::env::var_os("AGENTGATE_TEST_PYTHON") {
         return PathBuf::from(p);
     }

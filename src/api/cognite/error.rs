@@ -8,26 +8,33 @@ use serde::Serialize;
 
 use crate::error::ApiError;
 
-#[derive(Serialize)]
-struct Body<'a> {
+/// A Cognite error response body.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = CogniteErrorBody)]
+pub struct Body<'a> {
     error: Inner<'a>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = CogniteErrorDetail)]
 #[serde(rename_all = "camelCase")]
-struct Inner<'a> {
+pub struct Inner<'a> {
+    /// The HTTP status.
     code: u16,
     message: &'a str,
+    /// The machine code (docs/api.md, Errors).
     #[serde(rename = "type")]
     kind: &'static str,
     request_id: &'a str,
+    /// The agents not found (on `agent_not_found`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     missing: Vec<Missing<'a>>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = CogniteMissing)]
 #[serde(rename_all = "camelCase")]
-struct Missing<'a> {
+pub struct Missing<'a> {
     external_id: &'a str,
 }
 

@@ -21,6 +21,18 @@ use crate::runtime::{TurnContext, TurnInput, TurnOutcome, run_to_end, run_turn};
 use crate::store::Claim;
 use crate::tools::{Expose, ToolRegistry, ToolRun, ToolSpec};
 
+/// One turn of an agent: new messages (and answers to pending actions) in,
+/// the agent's answer and a new cursor out. Pass the cursor back next turn.
+#[utoipa::path(post, path = "/api/v1/projects/{project}/ai/agents/chat", tag = "cognite",
+    operation_id = "cognite_chat",
+    params(("project" = String, Path, description = "The project (tenant)")),
+    request_body = ChatRequest,
+    responses((status = 200,
+        description = "The turn's answer (JSON), or with `stream: true` or `Accept: text/event-stream` its server-sent events (docs/api.md, Streaming)",
+        content(
+            (ChatResponse = "application/json"),
+            (crate::api::openapi::StreamEvent = "text/event-stream"),
+        ))))]
 pub async fn chat_in_project(
     req: HttpRequest,
     project: web::Path<String>,
@@ -33,6 +45,16 @@ pub async fn chat_in_project(
         .map_err(|error| CogniteError { error, request_id })
 }
 
+/// [`chat_in_project`] in `[server] default_project` (404 without one).
+#[utoipa::path(post, path = "/ai/agents/chat", tag = "cognite",
+    operation_id = "cognite_chat_default_project",
+    request_body = ChatRequest,
+    responses((status = 200,
+        description = "As `/api/v1/projects/{project}/ai/agents/chat` in the default project",
+        content(
+            (ChatResponse = "application/json"),
+            (crate::api::openapi::StreamEvent = "text/event-stream"),
+        ))))]
 pub async fn chat_default_project(
     req: HttpRequest,
     payload: web::Payload,

@@ -14,15 +14,23 @@ pub const MAX_IMAGES: usize = 20;
 pub const MAX_IMAGE_BYTES: usize = 5 * 1024 * 1024;
 pub const IMAGE_TYPES: [&str; 3] = ["image/png", "image/jpeg", "image/webp"];
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(as = CogniteChatRequest)]
 #[serde(rename_all = "camelCase")]
 pub struct ChatRequest {
+    /// The agent (required unless `agentId` is given).
     #[serde(default)]
+    #[schema(example = "support")]
     pub agent_external_id: Option<String>,
+    /// Another name for `agentExternalId`.
     #[serde(default)]
     pub agent_id: Option<String>,
+    /// Required: 1 to 1000 items, new user messages (`role: user`) and
+    /// answers to the pending actions of the previous turn (`role: action`).
     #[serde(default)]
+    #[schema(required)]
     pub messages: Option<Vec<Message>>,
+    /// The cursor of the previous turn's answer; none to start a conversation.
     #[serde(default)]
     pub cursor: Option<String>,
     /// Client tool definitions, re-sent by the client every turn.
@@ -33,30 +41,37 @@ pub struct ChatRequest {
     pub stream: Option<bool>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WireAction {
+    /// `clientTool`.
     #[serde(rename = "type", default)]
     pub kind: Option<String>,
     #[serde(default)]
     pub client_tool: Option<WireClientTool>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct WireClientTool {
+    /// The tool's name, `^[A-Za-z0-9_-]{1,64}$`, unique in the request.
     #[serde(default)]
     pub name: Option<String>,
     #[serde(default)]
     pub description: Option<String>,
+    /// A JSON Schema for an object: the call's arguments.
     #[serde(default)]
     pub parameters: Option<serde_json::Value>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Message {
+    /// `user` or `action` (an answer to a pending action).
     #[serde(default)]
+    #[schema(example = "user")]
     pub role: Option<String>,
+    /// A content item or a list of them (a user message's text and images,
+    /// or a client tool's result).
     #[serde(default)]
     pub content: Option<Content>,
     /// Action results: `clientTool` (or `toolConfirmation`, `userSession`).
@@ -71,22 +86,25 @@ pub struct Message {
     pub status: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum Content {
     One(ContentItem),
     Many(Vec<ContentItem>),
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ContentItem {
+    /// `text` or `image`.
     #[serde(rename = "type", default)]
     pub kind: Option<String>,
     #[serde(default)]
     pub text: Option<String>,
+    /// An image's bytes, base64 (at most 5 MiB decoded, 20 images a request).
     #[serde(default)]
     pub data: Option<String>,
+    /// An image's type: `image/png`, `image/jpeg` or `image/webp`.
     #[serde(default)]
     pub media_type: Option<String>,
 }
@@ -371,7 +389,8 @@ fn part(i: usize, j: usize, item: ContentItem, images: &mut usize) -> Result<Use
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = CogniteChatResponse)]
 #[serde(rename_all = "camelCase")]
 pub struct ChatResponse<'a> {
     pub agent_external_id: &'a str,
@@ -379,7 +398,7 @@ pub struct ChatResponse<'a> {
     pub response: ResponseBody<'a>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ResponseBody<'a> {
     #[serde(rename = "type")]
     pub kind: &'static str,
@@ -387,7 +406,7 @@ pub struct ResponseBody<'a> {
     pub messages: Vec<AgentMessage<'a>>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AgentMessage<'a> {
     pub role: &'static str,
     pub content: AgentContent<'a>,
@@ -400,20 +419,20 @@ pub struct AgentMessage<'a> {
 }
 
 /// One content object, or a list when there is more than one part.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum AgentContent<'a> {
     One(TextContent<'a>),
     Many(Vec<TextContent<'a>>),
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Reasoning {
     pub content: Vec<serde_json::Value>,
     pub data: Vec<serde_json::Value>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TextContent<'a> {
     #[serde(rename = "type")]
     pub kind: &'static str,

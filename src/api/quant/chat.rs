@@ -11,6 +11,21 @@ use crate::limits::{self, Work};
 use crate::runtime::run_turn;
 use crate::sessions::{self, ChatTurn, Scope};
 
+/// One turn in a server-side session: synchronous (200), streamed
+/// (`stream: true`, server-sent events) or queued (`async: true`, 202 with a
+/// poll URL).
+#[utoipa::path(post, path = "/api/v3/organizations/{org}/ai/agents/{agent_id}/chat", tag = "quant",
+    operation_id = "quant_chat",
+    params(("org" = String, Path, description = "The organisation (tenant); `organisations` is accepted too"), ("agent_id" = String, Path, description = "The agent")),
+    request_body = ChatRequest,
+    responses(
+        (status = 200, description = "The turn's answer (JSON), or with `stream: true` its server-sent events (docs/api.md, Streaming)",
+            content(
+            (ChatResponse = "application/json"),
+            (crate::api::openapi::StreamEvent = "text/event-stream"),
+        )),
+        (status = 202, description = "Queued (`async: true`): poll `pollUrl`", body = Accepted),
+    ))]
 pub async fn chat(
     req: HttpRequest,
     path: web::Path<(String, String, String)>,

@@ -7,9 +7,12 @@ use serde::Serialize;
 use crate::api::request_id;
 use crate::error::ApiError;
 
-#[derive(Serialize)]
+/// A Quant error response body.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = QuantErrorBody)]
 #[serde(rename_all = "camelCase")]
-struct Body<'a> {
+pub struct Body<'a> {
+    /// The machine code (docs/api.md, Errors).
     error: &'static str,
     message: &'a str,
     request_id: &'a str,

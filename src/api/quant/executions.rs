@@ -10,6 +10,12 @@ use crate::api::AppState;
 use crate::error::{ApiError, ErrorCode};
 use crate::jobs;
 
+/// An async execution: `queued`, `running`, `complete` (with the result) or
+/// `failed` (with the error).
+#[utoipa::path(get, path = "/api/v3/organizations/{org}/ai/chat/executions/{request_id}", tag = "quant",
+    operation_id = "quant_execution",
+    params(("org" = String, Path, description = "The organisation (tenant); `organisations` is accepted too"), ("request_id" = String, Path, description = "The execution's `requestId`")),
+    responses((status = 200, description = "The execution", body = Execution)))]
 pub async fn get(
     req: HttpRequest,
     path: web::Path<(String, String, String)>,

@@ -5,9 +5,9 @@ use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::error::QuantError;
 use super::wire::{
-    CreateSession, Created, Detail, ExtendSession, Extended, ListQuery, Listed, MAX_OFFSET,
-    TranscriptMessage, UpdateSession, Updated, check_group, check_metadata, check_user_id,
-    timestamp,
+    CreateSession, Created, Deleted, Detail, ExtendSession, Extended, ListQuery, Listed,
+    MAX_OFFSET, TranscriptMessage, UpdateSession, Updated, check_group, check_metadata,
+    check_user_id, timestamp,
 };
 use crate::api::{AppState, body};
 use crate::cursor::{Budget, MAX_TTL};
@@ -82,6 +82,12 @@ fn minutes(value: Option<i64>, default: i64, min: i64, field: &str) -> Result<i6
     Ok(v)
 }
 
+/// Start a session (optionally with a transcript to continue from).
+#[utoipa::path(post, path = "/api/v3/organizations/{org}/ai/sessions", tag = "quant",
+    operation_id = "quant_create_session",
+    params(("org" = String, Path, description = "The organisation (tenant); `organisations` is accepted too")),
+    request_body = CreateSession,
+    responses((status = 201, description = "The new session", body = Created)))]
 pub async fn create(
     req: HttpRequest,
     path: web::Path<(String, String)>,
@@ -143,6 +149,11 @@ fn parse_usize(v: Option<&str>, default: usize, field: &str) -> Result<usize, Ap
     }
 }
 
+/// The caller's live sessions, newest first.
+#[utoipa::path(get, path = "/api/v3/organizations/{org}/ai/sessions", tag = "quant",
+    operation_id = "quant_list_sessions",
+    params(("org" = String, Path, description = "The organisation (tenant); `organisations` is accepted too"), ListQuery),
+    responses((status = 200, description = "The sessions", body = Vec<Listed>)))]
 pub async fn list(
     req: HttpRequest,
     path: web::Path<(String, String)>,
@@ -193,6 +204,11 @@ pub async fn list(
     .map_err(QuantError::on(&req))
 }
 
+/// A session with its transcript.
+#[utoipa::path(get, path = "/api/v3/organizations/{org}/ai/sessions/{session_id}", tag = "quant",
+    operation_id = "quant_get_session",
+    params(("org" = String, Path, description = "The organisation (tenant); `organisations` is accepted too"), ("session_id" = String, Path, description = "The session")),
+    responses((status = 200, description = "The session", body = Detail)))]
 pub async fn get(
     req: HttpRequest,
     path: web::Path<(String, String, String)>,
@@ -223,6 +239,12 @@ pub async fn get(
     .map_err(QuantError::on(&req))
 }
 
+/// Append messages, or change the status or metadata of a session.
+#[utoipa::path(put, path = "/api/v3/organizations/{org}/ai/sessions/{session_id}", tag = "quant",
+    operation_id = "quant_update_session",
+    params(("org" = String, Path, description = "The organisation (tenant); `organisations` is accepted too"), ("session_id" = String, Path, description = "The session")),
+    request_body = UpdateSession,
+    responses((status = 200, description = "The updated session", body = Updated)))]
 pub async fn update(
     req: HttpRequest,
     path: web::Path<(String, String, String)>,
@@ -284,6 +306,12 @@ pub async fn update(
     .map_err(QuantError::on(&req))
 }
 
+/// Push a session's expiry back (60 minutes unless the body says otherwise).
+#[utoipa::path(put, path = "/api/v3/organizations/{org}/ai/sessions/{session_id}/extend", tag = "quant",
+    operation_id = "quant_extend_session",
+    params(("org" = String, Path, description = "The organisation (tenant); `organisations` is accepted too"), ("session_id" = String, Path, description = "The session")),
+    request_body(content = Option<ExtendSession>, description = "Optional: an empty body extends by 60 minutes"),
+    responses((status = 200, description = "The new expiry", body = Extended)))]
 pub async fn extend(
     req: HttpRequest,
     path: web::Path<(String, String, String)>,
@@ -325,6 +353,11 @@ pub async fn extend(
     .map_err(QuantError::on(&req))
 }
 
+/// Delete a session.
+#[utoipa::path(delete, path = "/api/v3/organizations/{org}/ai/sessions/{session_id}", tag = "quant",
+    operation_id = "quant_delete_session",
+    params(("org" = String, Path, description = "The organisation (tenant); `organisations` is accepted too"), ("session_id" = String, Path, description = "The session")),
+    responses((status = 200, description = "Deleted", body = Deleted)))]
 pub async fn delete(
     req: HttpRequest,
     path: web::Path<(String, String, String)>,
@@ -335,7 +368,9 @@ pub async fn delete(
         let scope = scope(&req, &app, &org).await?;
         let rec = sessions::get_owned(&app, &scope, &id).await?;
         app.store.delete_session(&rec.id).await?;
-        Ok(HttpResponse::Ok().json(serde_json::json!({"message": "session deleted"})))
+        Ok(HttpResponse::Ok().json(Deleted {
+            message: "session deleted",
+        }))
     }
     .await
     .map_err(QuantError::on(&req))

@@ -54,24 +54,33 @@ pub fn check_group(group: Option<&str>) -> Result<(), ApiError> {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(as = QuantChatRequest)]
 #[serde(rename_all = "camelCase")]
 pub struct ChatRequest {
+    /// Required: the user's message (not blank).
     #[serde(default)]
+    #[schema(required, example = "Hello")]
     pub message: Option<String>,
+    /// The session to continue; none starts one (its id is in the answer).
     #[serde(default)]
     pub session_id: Option<String>,
+    /// Narrows the session to one end user (1 to 256 bytes).
     #[serde(default)]
     pub user_id: Option<String>,
+    /// Added to the agent's system prompt for this turn.
     #[serde(default)]
     pub system: Option<String>,
+    /// Answer with server-sent events.
     #[serde(default)]
     pub stream: Option<bool>,
+    /// Queue the turn and answer 202 with a poll URL (not with `stream`).
     #[serde(default, rename = "async")]
     pub run_async: Option<bool>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = QuantChatResponse)]
 #[serde(rename_all = "camelCase")]
 pub struct ChatResponse<'a> {
     pub session_id: &'a str,
@@ -79,7 +88,7 @@ pub struct ChatResponse<'a> {
     pub tool_results: Vec<serde_json::Value>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ChatResponseBody<'a> {
     pub text: &'a str,
@@ -88,7 +97,7 @@ pub struct ChatResponseBody<'a> {
     pub tool_results: Vec<serde_json::Value>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UsageOut {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -121,7 +130,7 @@ impl UsageOut {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Accepted<'a> {
     pub request_id: &'a str,
@@ -133,14 +142,14 @@ pub struct Accepted<'a> {
     pub poll_url: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct InitialMessage {
     pub role: String,
     pub content: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateSession {
     #[serde(default)]
@@ -148,6 +157,7 @@ pub struct CreateSession {
     #[serde(default)]
     pub session_group: Option<String>,
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
     #[serde(default)]
     pub expiration_minutes: Option<i64>,
@@ -155,7 +165,7 @@ pub struct CreateSession {
     pub initial_messages: Option<Vec<InitialMessage>>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Created {
     pub session_id: String,
@@ -164,7 +174,8 @@ pub struct Created {
     pub created_at: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     #[serde(default, rename = "userId")]
     pub user_id: Option<String>,
@@ -179,7 +190,7 @@ pub struct ListQuery {
 }
 
 /// A session in a listing; the SDK expects snake_case timestamps here.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Listed {
     pub id: String,
     pub title: String,
@@ -192,13 +203,13 @@ pub struct Listed {
     pub expires_at: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TranscriptMessage<'a> {
     pub role: &'static str,
     pub content: &'a str,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Detail<'a> {
     pub id: &'a str,
     pub title: &'a str,
@@ -213,14 +224,14 @@ pub struct Detail<'a> {
     pub status: &'a str,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NewMessage {
     pub role: String,
     pub content: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UpdateSession {
     #[serde(default)]
@@ -230,10 +241,11 @@ pub struct UpdateSession {
     #[serde(default)]
     pub status: Option<String>,
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Updated {
     pub session_id: String,
@@ -243,14 +255,14 @@ pub struct Updated {
     pub updated_at: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ExtendSession {
     #[serde(default)]
     pub additional_minutes: Option<i64>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Extended {
     pub session_id: String,
@@ -258,7 +270,7 @@ pub struct Extended {
     pub message: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Execution<'a> {
     pub request_id: &'a str,
@@ -273,7 +285,7 @@ pub struct Execution<'a> {
     pub error: Option<ExecutionError<'a>>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ExecutionResult<'a> {
     pub response: AssistantResponse<'a>,
@@ -283,16 +295,22 @@ pub struct ExecutionResult<'a> {
     pub stop_reason: &'a str,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AssistantResponse<'a> {
     pub role: &'static str,
     pub content: &'a str,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ExecutionError<'a> {
     #[serde(rename = "ErrorMessage")]
     pub message: &'a str,
     #[serde(rename = "ErrorType")]
     pub kind: &'a str,
+}
+
+/// The body of a deleted session's 200.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Deleted {
+    pub message: &'static str,
 }
