@@ -62,7 +62,14 @@ async fn main() -> ExitCode {
 
 async fn serve(path: PathBuf) -> Result<(), Box<dyn std::error::Error>> {
     let settings = Settings::load(&path)?;
-    agentgate::telemetry::init(&settings.log);
+    let telemetry = agentgate::telemetry::init(&settings.log);
+    let result = run(path, settings).await;
+    // Flush the spans still buffered (the exporter blocks: not on a runtime thread).
+    let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+    result
+}
+
+async fn run(path: PathBuf, settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
     let env = |name: &str| std::env::var(name).ok();
     let (keys, source) = config::load_keyring(&settings.cursor, env)?;
     if source == KeySource::Ephemeral {

@@ -60,6 +60,11 @@ pub async fn middleware(
         path = %req.path(),
         key_id = tracing::field::Empty,
     );
+    if crate::telemetry::exporting() {
+        use tracing_opentelemetry::OpenTelemetrySpanExt;
+        // A malformed or absent traceparent leaves the span a root.
+        let _ = span.set_parent(crate::telemetry::remote_parent(req.headers()));
+    }
     let mut res = next.call(req).instrument(span.clone()).await?;
     if let Some(key) = res.request().extensions().get::<crate::auth::KeyId>() {
         span.record("key_id", key.0.as_str());

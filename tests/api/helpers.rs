@@ -19,7 +19,7 @@ pub const SYSTEM_PROMPT: &str = "You are the TEST-SYSTEM-PROMPT-7f3a agent.";
 
 static TRACING: LazyLock<()> = LazyLock::new(|| {
     if std::env::var("TEST_LOG").is_ok() {
-        agentgate::telemetry::init(&agentgate::config::LogSettings::default());
+        let _ = agentgate::telemetry::init(&agentgate::config::LogSettings::default());
     }
 });
 

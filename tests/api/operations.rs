@@ -117,6 +117,20 @@ pub mod sigterm {
         Arc<std::sync::Mutex<Vec<String>>>,
         tokio::task::JoinHandle<()>,
     ) {
+        launch_with_env(config_text, dir, &[]).await
+    }
+
+    /// [`launch`] with extra environment variables.
+    pub async fn launch_with_env(
+        config_text: &str,
+        dir: &tempfile::TempDir,
+        env: &[(&str, &str)],
+    ) -> (
+        Child,
+        u16,
+        Arc<std::sync::Mutex<Vec<String>>>,
+        tokio::task::JoinHandle<()>,
+    ) {
         agentgate::install_crypto_provider();
         let config = dir.path().join("agentgate.toml");
         std::fs::write(&config, config_text).unwrap();
@@ -125,6 +139,9 @@ pub mod sigterm {
             .arg(&config)
             .env("AGENTGATE_CURSOR_KEYS", default_keys())
             .env_remove("RUST_LOG")
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
@@ -626,5 +643,75 @@ mod reload {
 
         sigterm(&child);
         exits_0(&mut child, "exits").await;
+    }
+}
+
+/// OpenTelemetry export from the binary.
+mod otel {
+    use serde_json::json;
+
+    use crate::helpers::text_message;
+    use crate::operations::sigterm::{base_config, exits_0, launch_with_env, sigterm};
+
+    /// With `OTEL_EXPORTER_OTLP_ENDPOINT` set, the binary exports its spans
+    /// over OTLP/HTTP to a collector (here a real HTTP server), continuing
+    /// the caller's W3C trace, and flushes them when it stops.
+    #[tokio::test]
+    async fn spans_are_exported_over_otlp_in_the_callers_trace() {
+        use wiremock::matchers::{method, path};
+        use wiremock::{Mock, MockServer, ResponseTemplate};
+        let collector = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path("/v1/traces"))
+            .respond_with(ResponseTemplate::new(200))
+            .mount(&collector)
+            .await;
+        let up = crate::helpers::openai_upstream("traced").await;
+        let dir = tempfile::tempdir().unwrap();
+        let endpoint = collector.uri();
+        let (mut child, port, log, reader) = launch_with_env(
+            &base_config(&format!("{}/v1", up.uri()), ""),
+            &dir,
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+                ("OTEL_SERVICE_NAME", "agentgate-under-test"),
+            ],
+        )
+        .await;
+        let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+        let res = reqwest::Client::new()
+            .post(format!(
+                "http://127.0.0.1:{port}/api/v1/projects/p/ai/agents/chat"
+            ))
+            .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
+            .json(&json!({"agentExternalId": "gpt", "messages": [text_message("hi")]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        sigterm(&child);
+        exits_0(&mut child, "the binary exits after SIGTERM").await;
+        reader.await.unwrap();
+        let posts = collector.received_requests().await.unwrap();
+        assert!(!posts.is_empty(), "no spans were exported");
+        let mut body = Vec::new();
+        for p in &posts {
+            assert_eq!(p.headers["content-type"], "application/x-protobuf");
+            body.extend_from_slice(&p.body);
+        }
+        let contains = |needle: &[u8]| body.windows(needle.len()).any(|w| w == needle);
+        let id: Vec<u8> = (0..16)
+            .map(|i| u8::from_str_radix(&trace_id[2 * i..2 * i + 2], 16).unwrap())
+            .collect();
+        assert!(contains(&id), "the spans continue the caller's trace");
+        for name in [&b"request"[..], b"cognite_chat", b"agentgate-under-test"] {
+            assert!(
+                contains(name),
+                "{:?} was not exported",
+                String::from_utf8_lossy(name)
+            );
+        }
+        let log = log.lock().unwrap().join("\n");
+        assert!(log.contains("exporting spans over OTLP"), "{log}");
     }
 }
