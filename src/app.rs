@@ -96,6 +96,8 @@ pub struct AppState {
     pub codec: CursorCodec,
     pub clock: Arc<dyn Clock>,
     pub store: Arc<dyn Store>,
+    /// The store as the rate limits use it (bounded, failing open).
+    pub counters: Arc<crate::limits::Counters>,
     pub(crate) lifecycle: AtomicU8,
     /// When draining must be over (set on SIGTERM): requests still running
     /// then end with a `not_ready` error instead of being cut.
@@ -116,6 +118,7 @@ impl AppState {
             config_path: std::sync::OnceLock::new(),
             codec,
             clock,
+            counters: crate::limits::Counters::new(store.clone()),
             store,
             lifecycle: starting(),
             drain: tokio::sync::watch::channel(None).0,

@@ -471,7 +471,7 @@ async fn execute(app: &AppState, job: &Job) -> Result<String, JobError> {
             session_id: Some(job.session_id.clone()),
             message: input.message,
             system: input.system,
-            meter: crate::limits::Meter::new(app.store.clone(), job.tokens.clone()),
+            meter: crate::limits::Meter::new(app.counters.clone(), job.tokens.clone()),
         },
         sessions::JobCommit {
             request_id: &job.request_id,

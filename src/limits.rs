@@ -12,7 +12,9 @@
 //! stream ends.
 //!
 //! The store failing never fails a request: limits fail open, with a
-//! warning (at most one every ten seconds) and a metric.
+//! warning (at most one every ten seconds) and a metric. A check waits at
+//! most 250 ms for the store, and after a failure checks skip the store for
+//! five seconds, so an unreachable store adds no latency to requests.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,7 +28,92 @@ use crate::app::AppState;
 use crate::auth::Principal;
 use crate::config::RateLimitSettings;
 use crate::error::{ApiError, ErrorCode};
+use crate::runtime::RunEvent;
 use crate::store::{Bucket, Store, StoreError, Tokens};
+
+/// The longest a limit check waits for the store before letting the request through.
+const CHECK_TIMEOUT: Duration = Duration::from_millis(250);
+/// After a failed check, how long checks skip the store (and let requests
+/// through at once), so that an unreachable store costs each request nothing.
+const SKIP_AFTER_FAILURE: Duration = Duration::from_secs(5);
+
+fn epoch_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The store as the limits use it: every call bounded by
+/// [`CHECK_TIMEOUT`], and skipped for [`SKIP_AFTER_FAILURE`] after one failed.
+#[derive(Debug)]
+pub struct Counters {
+    store: Arc<dyn Store>,
+    /// Until when calls skip the store (ms since the epoch).
+    skip_until_ms: AtomicU64,
+}
+
+impl Counters {
+    pub fn new(store: Arc<dyn Store>) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            skip_until_ms: AtomicU64::new(0),
+        })
+    }
+
+    async fn bounded<T>(
+        &self,
+        op: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        if epoch_ms() < self.skip_until_ms.load(Ordering::Relaxed) {
+            return Err(StoreError::Unavailable(
+                "skipped after a recent failure".into(),
+            ));
+        }
+        let result = match tokio::time::timeout(CHECK_TIMEOUT, op).await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::Unavailable("the limit check timed out".into())),
+        };
+        if result.is_err() {
+            self.skip_until_ms.store(
+                epoch_ms() + SKIP_AFTER_FAILURE.as_millis() as u64,
+                Ordering::Relaxed,
+            );
+        }
+        result
+    }
+
+    async fn count_request(&self, key: &str, per_minute: u64) -> Result<Bucket, StoreError> {
+        self.bounded(self.store.count_request(key, per_minute))
+            .await
+    }
+
+    async fn meter_tokens(
+        &self,
+        key: &str,
+        per_minute: u64,
+        how: Tokens,
+    ) -> Result<Bucket, StoreError> {
+        self.bounded(self.store.meter_tokens(key, per_minute, how))
+            .await
+    }
+
+    async fn open_slot(
+        &self,
+        key: &str,
+        id: &str,
+        max: u64,
+        lease: Duration,
+    ) -> Result<bool, StoreError> {
+        self.bounded(self.store.open_slot(key, id, max, lease))
+            .await
+    }
+
+    async fn close_slot(&self, key: &str, id: &str) {
+        if let Err(e) = self.bounded(self.store.close_slot(key, id)).await {
+            store_failed(&e);
+        }
+    }
+}
 
 /// What a request is about to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,7 +134,7 @@ pub struct TokenBucket {
 /// Charges the model tokens of a turn to its buckets as they are used.
 #[derive(Clone)]
 pub struct Meter {
-    store: Arc<dyn Store>,
+    counters: Arc<Counters>,
     buckets: Vec<TokenBucket>,
 }
 
@@ -61,8 +148,8 @@ impl std::fmt::Debug for Meter {
 
 impl Meter {
     /// A meter for `buckets`; `None` when there are none.
-    pub fn new(store: Arc<dyn Store>, buckets: Vec<TokenBucket>) -> Option<Self> {
-        (!buckets.is_empty()).then_some(Self { store, buckets })
+    pub fn new(counters: Arc<Counters>, buckets: Vec<TokenBucket>) -> Option<Self> {
+        (!buckets.is_empty()).then_some(Self { counters, buckets })
     }
 
     pub fn buckets(&self) -> &[TokenBucket] {
@@ -75,13 +162,13 @@ impl Meter {
         if tokens == 0 {
             return;
         }
-        let (store, buckets) = (self.store.clone(), self.buckets.clone());
+        let (counters, buckets) = (self.counters.clone(), self.buckets.clone());
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             return;
         };
         rt.spawn(async move {
             for b in buckets {
-                if let Err(e) = store
+                if let Err(e) = counters
                     .meter_tokens(&b.key, b.per_minute, Tokens::Charge(tokens))
                     .await
                 {
@@ -95,38 +182,56 @@ impl Meter {
 /// One open stream slot; closed when dropped.
 #[derive(Debug)]
 pub struct Slot {
-    store: Arc<dyn Store>,
+    counters: Arc<Counters>,
     key: String,
     id: String,
 }
 
+impl Slot {
+    /// Give the slot back now (before the stream's last event, so that a
+    /// client starting its next stream on seeing it is not refused).
+    async fn close(mut self) {
+        let (key, id) = (std::mem::take(&mut self.key), std::mem::take(&mut self.id));
+        self.counters.close_slot(&key, &id).await;
+    }
+}
+
 impl Drop for Slot {
+    /// A slot not closed yet (the stream was abandoned) is closed in the background.
     fn drop(&mut self) {
-        let (store, key, id) = (
-            self.store.clone(),
+        if self.id.is_empty() {
+            return;
+        }
+        let (counters, key, id) = (
+            self.counters.clone(),
             std::mem::take(&mut self.key),
             std::mem::take(&mut self.id),
         );
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move {
-                if let Err(e) = store.close_slot(&key, &id).await {
-                    store_failed(&e);
-                }
-            });
+            rt.spawn(async move { counters.close_slot(&key, &id).await });
         }
     }
 }
 
-/// `events`, holding `slot` until the stream is dropped (ended or abandoned).
-pub fn holding<S>(events: S, slot: Option<Slot>) -> impl futures_util::Stream<Item = S::Item>
+/// `events`, holding `slot` until the turn's last event (`Done` or
+/// `Error`), or until the stream is dropped if it is abandoned first.
+pub fn holding<S>(events: S, slot: Option<Slot>) -> impl futures_util::Stream<Item = RunEvent>
 where
-    S: futures_util::Stream,
+    S: futures_util::Stream<Item = RunEvent>,
 {
-    use futures_util::StreamExt;
-    events.map(move |event| {
-        let _held = &slot;
-        event
-    })
+    async_stream::stream! {
+        use futures_util::StreamExt;
+        let mut slot = slot;
+        let mut events = std::pin::pin!(events);
+        while let Some(event) = events.next().await {
+            if matches!(event, RunEvent::Done(_) | RunEvent::Error(_))
+                && let Some(slot) = slot.take()
+            {
+                slot.close().await;
+            }
+            yield event;
+        }
+    }
 }
 
 /// What an admitted request carries on.
@@ -285,7 +390,7 @@ pub async fn admit(
     work: Work,
 ) -> Result<Admitted, ApiError> {
     let limits = applied(&app.catalog().rate_limits, principal);
-    let store = &app.store;
+    let store = &app.counters;
     let tenant = principal.tenant.as_str();
     let caller = principal.caller.as_ref().map_or("", |c| c.id.as_str());
     let mut headers = RateHeaders::default();
@@ -361,9 +466,9 @@ async fn open_slot(app: &AppState, tenant: &str, max: u64) -> Result<Option<Slot
         .saturating_add(Duration::from_secs(60));
     let key = key("s", 't', tenant);
     let id = uuid::Uuid::new_v4().simple().to_string();
-    match app.store.open_slot(&key, &id, max, lease).await {
+    match app.counters.open_slot(&key, &id, max, lease).await {
         Ok(true) => Ok(Some(Slot {
-            store: app.store.clone(),
+            counters: app.counters.clone(),
             key,
             id,
         })),

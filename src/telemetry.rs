@@ -114,7 +114,7 @@ pub fn init(settings: &LogSettings) -> Telemetry {
     let from_env = std::env::var("RUST_LOG")
         .ok()
         .filter(|v| !v.trim().is_empty());
-    let filter = from_env
+    let log_filter = from_env
         .as_deref()
         .and_then(|v| filter(v).ok())
         .or_else(|| filter(&settings.level).ok())
@@ -129,14 +129,16 @@ pub fn init(settings: &LogSettings) -> Telemetry {
         LogFormat::Pretty => logs.boxed(),
     };
     let traces = tracer_provider();
+    // Spans are exported at `info` whatever the log level: `[log] level =
+    // "warn"` quiets the logs, not the traces.
     let otel = traces.as_ref().map(|p| {
         tracing_opentelemetry::layer()
             .with_tracer(p.tracer("agentgate"))
             .with_tracked_inactivity(false)
+            .with_filter(filter("info").unwrap_or_else(|_| EnvFilter::new("info")))
     });
     let installed = tracing_subscriber::registry()
-        .with(filter)
-        .with(logs)
+        .with(logs.with_filter(log_filter))
         .with(otel)
         .try_init()
         .is_ok();

@@ -16,7 +16,7 @@ use crate::agent::AgentSpec;
 use crate::domain::{ConversationState, HistoryItem, PendingAction, StopReason, ToolCall, Usage};
 use crate::llm::{ProviderError, Route};
 use crate::tools::{ToolRegistry, ToolRun, ToolSpec};
-use turn::{StepAnswer, Turn};
+use turn::Turn;
 
 /// What the caller adds to the conversation this turn.
 #[derive(Debug, Clone, Default)]
@@ -111,7 +111,7 @@ pub fn run_turn(
         turn.state.history.extend(opening.messages);
         let mut stop = StopReason::MaxSteps;
         'steps: for _step in 0..turn.agent.max_steps {
-            let mut answer = StepAnswer::default();
+            let mut answer = turn.new_answer();
             let cut_short = {
                 let offered = turn.offered();
                 let mut events = turn.route.call(turn.request(&offered), turn.streaming);

@@ -456,3 +456,49 @@ async fn an_endless_tool_loop_is_stopped_by_the_step_limit() {
         .count();
     assert_eq!((calls, results), (3, 3));
 }
+
+/// Tokens are charged as reported; a model call dropped before it reported
+/// any (an upstream failure, a client hanging up) is charged an estimate.
+#[tokio::test]
+async fn model_calls_are_charged_what_they_report_or_an_estimate_when_dropped_before() {
+    use crate::limits::{Counters, Meter, TokenBucket};
+    use crate::store::{Store, Tokens};
+    let store: Arc<dyn Store> = Arc::new(crate::store::memory::MemoryStore::new(10));
+    let meter = |key: &str| {
+        let bucket = TokenBucket {
+            key: key.to_owned(),
+            per_minute: 100,
+        };
+        Meter::new(Counters::new(store.clone()), vec![bucket])
+    };
+    {
+        let mut reported = turn::StepAnswer::new(meter("reported"), 400);
+        reported.take(crate::llm::ProviderEvent::TextDelta("y".repeat(400)));
+        reported.take(crate::llm::ProviderEvent::Usage(crate::domain::Usage {
+            input_tokens: Some(30),
+            output_tokens: Some(10),
+            ..Default::default()
+        }));
+        let mut dropped = turn::StepAnswer::new(meter("dropped"), 400);
+        // 400 prompt bytes and 400 streamed: 200 tokens, two minutes' worth.
+        dropped.take(crate::llm::ProviderEvent::TextDelta("y".repeat(400)));
+    }
+    // The charges are written in the background.
+    let mut remaining = (None, None);
+    for _ in 0..1000 {
+        tokio::task::yield_now().await;
+        let r = store
+            .meter_tokens("reported", 100, Tokens::Peek)
+            .await
+            .unwrap();
+        let d = store
+            .meter_tokens("dropped", 100, Tokens::Peek)
+            .await
+            .unwrap();
+        if r.remaining < 100 && !d.allowed {
+            remaining = (Some(r.remaining), Some(d.remaining));
+            break;
+        }
+    }
+    assert_eq!(remaining, (Some(60), Some(0)));
+}

@@ -10,7 +10,7 @@ use super::{RunEvent, TurnContext, TurnInput, TurnOutcome};
 use crate::agent::AgentSpec;
 use crate::domain::{
     AssistantPart, ConversationState, HistoryItem, PendingAction, PendingKind, StopReason,
-    ToolCall, Usage,
+    ToolCall, Usage, UserPart,
 };
 use crate::llm::{ChatRequest, FinishReason, ProviderEvent, Route};
 use crate::tools::{Tool, ToolContext, ToolRegistry, ToolRun, ToolSpec, idempotency_key};
@@ -50,13 +50,49 @@ pub(super) struct StepAnswer {
     calls: Vec<ToolCall>,
     finish: Option<FinishReason>,
     usage: Usage,
+    billing: Billing,
+}
+
+/// Charges a model call's tokens to the caller's rate limits as the
+/// provider reports them. A call dropped before any usage was reported (it
+/// failed mid-answer, or the client hung up on the stream) is charged an
+/// estimate when this is dropped: its prompt and what it streamed, at four
+/// bytes a token.
+#[derive(Default)]
+struct Billing {
+    meter: Option<crate::limits::Meter>,
+    reported: bool,
+    prompt_bytes: usize,
+    answer_bytes: usize,
+}
+
+impl Drop for Billing {
+    fn drop(&mut self) {
+        if let (Some(meter), false) = (&self.meter, self.reported) {
+            meter.charge(((self.prompt_bytes + self.answer_bytes) / 4) as u64);
+        }
+    }
 }
 
 impl StepAnswer {
+    /// An empty answer whose usage is charged to `meter`; `prompt_bytes`
+    /// sizes the estimate charged if the provider never reports usage.
+    pub fn new(meter: Option<crate::limits::Meter>, prompt_bytes: usize) -> Self {
+        Self {
+            billing: Billing {
+                meter,
+                prompt_bytes,
+                ..Billing::default()
+            },
+            ..Self::default()
+        }
+    }
+
     /// Take one provider event in; returns the event to forward, if any.
     pub fn take(&mut self, event: ProviderEvent) -> Option<RunEvent> {
         match event {
             ProviderEvent::TextDelta(delta) => {
+                self.billing.answer_bytes += delta.len();
                 self.text.push_str(&delta);
                 return Some(RunEvent::TextDelta(delta));
             }
@@ -64,8 +100,17 @@ impl StepAnswer {
                 provider: r.provider.to_owned(),
                 blob: r.blob,
             }),
-            ProviderEvent::ToolCall(call) => self.calls.push(call),
-            ProviderEvent::Usage(u) => self.usage.add(u),
+            ProviderEvent::ToolCall(call) => {
+                self.billing.answer_bytes += call.arguments.len();
+                self.calls.push(call);
+            }
+            ProviderEvent::Usage(u) => {
+                self.usage.add(u);
+                self.billing.reported = true;
+                if let Some(meter) = &self.billing.meter {
+                    meter.charge(u.billed());
+                }
+            }
             ProviderEvent::Finish(f) => self.finish = Some(f),
         }
         None
@@ -169,13 +214,47 @@ impl Turn {
         self.add_usage(answer.usage);
     }
 
-    /// Add a model answer's usage to the turn's, and charge it to the
-    /// caller's token limits.
     fn add_usage(&mut self, usage: Usage) {
         self.usage.add(usage);
-        if let Some(meter) = &self.meter {
-            meter.charge(usage.billed());
-        }
+    }
+
+    /// The next model call's answer, charged to the caller's token limits.
+    pub fn new_answer(&self) -> StepAnswer {
+        let prompt_bytes = if self.meter.is_some() {
+            self.prompt_bytes()
+        } else {
+            0
+        };
+        StepAnswer::new(self.meter.clone(), prompt_bytes)
+    }
+
+    /// About how many bytes of text the next model call sends.
+    fn prompt_bytes(&self) -> usize {
+        let history: usize = self
+            .state
+            .history
+            .iter()
+            .map(|item| match item {
+                HistoryItem::User { parts } => parts
+                    .iter()
+                    .map(|p| match p {
+                        UserPart::Text { text } => text.len(),
+                        // An image costs the model about a thousand tokens.
+                        UserPart::Image { .. } => 4000,
+                    })
+                    .sum(),
+                HistoryItem::Assistant { parts, tool_calls } => {
+                    parts
+                        .iter()
+                        .map(|AssistantPart::Text { text }| text.len())
+                        .sum::<usize>()
+                        + tool_calls.iter().map(|c| c.arguments.len()).sum::<usize>()
+                }
+                HistoryItem::ToolResult { content, .. } => content.len(),
+                HistoryItem::Reasoning { blob, .. } => blob.len(),
+            })
+            .sum();
+        self.system.len() + history
     }
 
     /// Record a model answer in the history. Without tool calls the turn is
@@ -187,6 +266,7 @@ impl Turn {
             calls,
             finish,
             usage,
+            billing: _,
         } = answer;
         self.add_usage(usage);
         self.reply.push_str(&text);

@@ -123,22 +123,36 @@ impl Local {
         self.start.get_or_init(Instant::now).elapsed().as_secs_f64() * 1000.0
     }
 
-    fn sweep_due(&self) -> bool {
-        self.calls.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1
+    /// Every [`SWEEP_EVERY`] calls (of either kind), forget the buckets of
+    /// both kinds that are full again: they hold nothing a new one would not.
+    fn sweep_if_due(&self) {
+        if self.calls.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY != SWEEP_EVERY - 1 {
+            return;
+        }
+        let limiters: Vec<_> = self
+            .requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for l in limiters {
+            l.retain_recent();
+            l.shrink_to_fit();
+        }
+        let now = self.now_ms();
+        let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        tokens.retain(|_, tat| *tat > now);
+        tokens.shrink_to_fit();
     }
 
     /// Count one request against `key`'s `per_minute` limit.
     pub fn request(&self, key: &str, per_minute: u64) -> Bucket {
         let n = NonZeroU32::new(per_minute.clamp(1, u64::from(u32::MAX)) as u32)
             .unwrap_or(NonZeroU32::MIN);
+        self.sweep_if_due();
         let limiter = {
             let mut all = self.requests.lock().unwrap_or_else(|p| p.into_inner());
-            if self.sweep_due() {
-                for l in all.values() {
-                    l.retain_recent();
-                    l.shrink_to_fit();
-                }
-            }
             all.entry(per_minute)
                 .or_insert_with(|| {
                     std::sync::Arc::new(
@@ -170,12 +184,9 @@ impl Local {
 
     /// Peek at or charge `key`'s token bucket of `per_minute`.
     pub fn tokens(&self, key: &str, per_minute: u64, how: Tokens) -> Bucket {
+        self.sweep_if_due();
         let now = self.now_ms();
         let mut all = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
-        if self.sweep_due() {
-            all.retain(|_, tat| *tat > now);
-            all.shrink_to_fit();
-        }
         let op = match how {
             Tokens::Peek => Op::Peek,
             Tokens::Charge(n) => Op::Force(n),
@@ -277,6 +288,30 @@ mod tests {
         assert!(refused.retry_after > Duration::from_secs(15));
         assert!(refused.retry_after <= Duration::from_secs(20));
         assert!(local.request("another", 3).allowed);
+    }
+
+    #[test]
+    fn buckets_full_again_are_forgotten_whichever_kind_of_call_comes() {
+        let local = Local::default();
+        // Many tenants, each touched once with a limit far from reached:
+        // their buckets refill at once and must not pile up.
+        for i in 0..(3 * SWEEP_EVERY) {
+            let key = format!("t{i}");
+            if i % 2 == 0 {
+                local.request(&key, 1_000_000_000);
+            } else {
+                local.tokens(&key, 1_000_000_000, Tokens::Peek);
+            }
+        }
+        let held: usize = local
+            .requests
+            .lock()
+            .unwrap()
+            .values()
+            .map(|l| l.len())
+            .sum();
+        assert!(held < SWEEP_EVERY as usize, "{held} request buckets held");
+        assert!(local.tokens.lock().unwrap().len() < SWEEP_EVERY as usize);
     }
 
     #[test]

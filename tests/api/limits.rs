@@ -172,17 +172,17 @@ requests_per_minute = 100
 
 #[tokio::test]
 async fn a_turn_that_used_the_tenants_tokens_holds_off_the_next_one() {
-    // The scripted model counts words: one turn uses more than 20 tokens.
-    let app = spawn_app_with(limited("tokens_per_minute = 20")).await;
+    // The scripted model counts words: one turn uses 14 tokens.
+    let app = spawn_app_with(limited("tokens_per_minute = 10")).await;
     let res = turn(&app, "acme", None).await;
     assert_eq!(res.status(), 200);
     assert_eq!(
         header(res.headers(), "x-ratelimit-limit-tokens").as_deref(),
-        Some("20")
+        Some("10")
     );
     assert_eq!(
         header(res.headers(), "x-ratelimit-remaining-tokens").as_deref(),
-        Some("20")
+        Some("10")
     );
     let refused = until_refused(&app, "acme", 50).await;
     let retry: u64 = header(refused.headers(), "retry-after")
@@ -226,6 +226,37 @@ async fn open_stream(app: &TestApp, org: &str) -> reqwest::Response {
         .send()
         .await
         .unwrap()
+}
+
+#[tokio::test]
+async fn a_stream_that_fails_before_its_first_event_gives_its_slot_back() {
+    let up = RawUpstream::start(Script::Bytes(crate::hostile::http(
+        "500 Internal Server Error",
+        &[],
+        "",
+    )))
+    .await;
+    let app = spawn_app_with(Options {
+        upstream: Some(up.base.clone()),
+        extra_toml: "\n[rate_limits]\nconcurrent_streams = 1\n".into(),
+        ..Default::default()
+    })
+    .await;
+    // Each refused turn is a 502 (the upstream's failure), never a 429 for a
+    // slot the previous failed stream kept.
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let mut status = 429;
+        for _ in 0..100 {
+            status = open_stream(&app, "acme").await.status().as_u16();
+            if status != 429 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        statuses.push(status);
+    }
+    assert_eq!(statuses, [502, 502, 502]);
 }
 
 #[tokio::test]
@@ -292,10 +323,30 @@ async fn two_replicas_on_one_redis_enforce_one_limit_together() {
 #[tokio::test]
 async fn tokens_charged_on_one_replica_count_on_the_other() {
     let redis = RedisServer::start().await;
-    let a = spawn_app_with(shared(&redis, "tokens", "tokens_per_minute = 20")).await;
-    let b = spawn_app_with(shared(&redis, "tokens", "tokens_per_minute = 20")).await;
+    // One turn of the scripted model uses 14 tokens: more than a minute's worth.
+    let a = spawn_app_with(shared(&redis, "tokens", "tokens_per_minute = 10")).await;
+    let b = spawn_app_with(shared(&redis, "tokens", "tokens_per_minute = 10")).await;
     assert_eq!(turn(&a, "acme", None).await.status(), 200);
-    let refused = until_refused(&b, "acme", 50).await;
+    // The charge is written in the background: wait until Redis holds it
+    // (a check that finds room writes nothing, so the key is the charge).
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut charged = false;
+    for _ in 0..200 {
+        let exists: bool = redis::cmd("EXISTS")
+            .arg("tokens:rl:t:t:acme")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if exists {
+            charged = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(charged, "replica a charged the tenant's tokens");
+    // Replica b has run no turn itself: its first is refused by a's charge.
+    let refused = turn(&b, "acme", None).await;
     assert_eq!(refused.status(), 429);
 }
 
@@ -378,4 +429,59 @@ async fn a_redis_outage_lets_requests_through_with_a_metric() {
         .parse()
         .unwrap();
     assert!(errors >= 3.0, "{errors}");
+}
+
+/// The Redis script and the memory store's limiter answer the same sequence
+/// of checks alike (within the few milliseconds between calls).
+#[tokio::test]
+async fn the_redis_script_and_the_local_limiter_count_alike() {
+    use agentgate::store::{Store, Tokens};
+    let redis = RedisServer::start().await;
+    let shared = agentgate::store::redis::RedisStore::new(&redis.url(), "alike").unwrap();
+    let local = agentgate::store::memory::MemoryStore::new(100);
+    let mut answers = Vec::new();
+    for store in [&shared as &dyn Store, &local] {
+        let mut seen = Vec::new();
+        let mut note = |b: agentgate::store::Bucket| {
+            seen.push((
+                b.allowed,
+                b.remaining,
+                b.retry_after.as_secs_f64().round() as u64,
+            ));
+        };
+        note(store.meter_tokens("t", 600, Tokens::Peek).await.unwrap());
+        note(
+            store
+                .meter_tokens("t", 600, Tokens::Charge(300))
+                .await
+                .unwrap(),
+        );
+        note(store.meter_tokens("t", 600, Tokens::Peek).await.unwrap());
+        // 900 more: 1,200 in all, two minutes' worth: one minute of debt.
+        note(
+            store
+                .meter_tokens("t", 600, Tokens::Charge(900))
+                .await
+                .unwrap(),
+        );
+        note(store.meter_tokens("t", 600, Tokens::Peek).await.unwrap());
+        for _ in 0..3 {
+            note(store.count_request("r", 2).await.unwrap());
+        }
+        answers.push(seen);
+    }
+    assert_eq!(answers[0], answers[1]);
+    assert_eq!(
+        answers[0],
+        [
+            (true, 600, 0),
+            (true, 300, 0),
+            (true, 300, 0),
+            (false, 0, 60),
+            (false, 0, 60),
+            (true, 1, 0),
+            (true, 0, 0),
+            (false, 0, 30),
+        ]
+    );
 }

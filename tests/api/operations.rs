@@ -669,8 +669,13 @@ mod otel {
         let up = crate::helpers::openai_upstream("traced").await;
         let dir = tempfile::tempdir().unwrap();
         let endpoint = collector.uri();
+        let key = "otel-test-key-5a9e1c";
+        let auth = format!(
+            "[auth]\nmode = \"api_keys\"\n\n[[auth.api_keys]]\nid = \"tracer\"\nsha256 = \"{}\"\nsubject = \"svc\"\ntenants = [\"*\"]\n",
+            crate::helpers::sha256_hex(key)
+        );
         let (mut child, port, log, reader) = launch_with_env(
-            &base_config(&format!("{}/v1", up.uri()), ""),
+            &base_config(&format!("{}/v1", up.uri()), &auth),
             &dir,
             &[
                 ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
@@ -684,6 +689,7 @@ mod otel {
                 "http://127.0.0.1:{port}/api/v1/projects/p/ai/agents/chat"
             ))
             .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
+            .bearer_auth(key)
             .json(&json!({"agentExternalId": "gpt", "messages": [text_message("hi")]}))
             .send()
             .await
@@ -704,13 +710,19 @@ mod otel {
             .map(|i| u8::from_str_radix(&trace_id[2 * i..2 * i + 2], 16).unwrap())
             .collect();
         assert!(contains(&id), "the spans continue the caller's trace");
-        for name in [&b"request"[..], b"cognite_chat", b"agentgate-under-test"] {
+        for name in [
+            &b"request"[..],
+            b"cognite_chat",
+            b"agentgate-under-test",
+            b"tracer",
+        ] {
             assert!(
                 contains(name),
                 "{:?} was not exported",
                 String::from_utf8_lossy(name)
             );
         }
+        assert!(!contains(key.as_bytes()), "the API key was exported");
         let log = log.lock().unwrap().join("\n");
         assert!(log.contains("exporting spans over OTLP"), "{log}");
     }
