@@ -38,14 +38,14 @@ async fn handle(req: Request<hyper::body::Incoming>) -> Result<Response<Body>, I
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
-    let stream = contains(&body, b"\"stream\":true");
+    let stream = contains(&body, b"\"stream\":true") || contains(&body, b"\"stream\": true");
     if !stream {
         return Ok(Response::builder()
             .header("content-type", "application/json")
             .body(Full::new(Bytes::from_static(COMPLETION.as_bytes())).boxed())
             .unwrap_or_default());
     }
-    let slow = contains(&body, b"\"model\":\"slow\"");
+    let slow = contains(&body, b"\"model\":\"slow\"") || contains(&body, b"\"model\": \"slow\"");
     let events = async_stream::stream! {
         yield Ok::<_, Infallible>(Frame::data(Bytes::from_static(CHUNK.as_bytes())));
         if slow {

@@ -20,6 +20,8 @@ fi
 command -v cc >/dev/null 2>&1 || need_apt+=(gcc)
 # The Redis tests start their own redis-server processes on free loopback ports.
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+# The load benchmark's generator (bench/run.py, run here in its smoke mode).
+command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "installing Debian packages: ${need_apt[*]}"
   if [ "$(id -u)" -ne 0 ]; then
@@ -49,6 +51,11 @@ log "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --locked -- -D warnings
 log "cargo test: unit tests, binaries, benches (quick mode) and examples"
 cargo test --locked --lib --bins --benches --examples
+log "bench/run.py --smoke --debug: the load benchmark harness, seconds long (measures nothing)"
+smoke_dir=$(mktemp -d)
+python3 bench/run.py --smoke --debug --json "$smoke_dir/bench.json" >"$smoke_dir/bench.out" || { cat "$smoke_dir/bench.out"; exit 1; }
+tail -n 14 "$smoke_dir/bench.out"
+rm -rf "$smoke_dir"
 # The integration suite runs last, so its summary closes the output.
 log "cargo test: integration suite (gateway, mock upstreams, redis-server, real SDKs)"
 cargo test --locked --test api

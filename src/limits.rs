@@ -215,14 +215,17 @@ impl Drop for Slot {
 
 /// `events`, holding `slot` until the turn's last event (`Done` or
 /// `Error`), or until the stream is dropped if it is abandoned first.
-pub fn holding<S>(events: S, slot: Option<Slot>) -> impl futures_util::Stream<Item = RunEvent>
-where
-    S: futures_util::Stream<Item = RunEvent>,
-{
-    async_stream::stream! {
+pub fn holding(
+    events: futures_util::stream::BoxStream<'static, RunEvent>,
+    slot: Option<Slot>,
+) -> futures_util::stream::BoxStream<'static, RunEvent> {
+    let Some(slot) = slot else {
+        return events;
+    };
+    Box::pin(async_stream::stream! {
         use futures_util::StreamExt;
-        let mut slot = slot;
-        let mut events = std::pin::pin!(events);
+        let mut slot = Some(slot);
+        let mut events = events;
         while let Some(event) = events.next().await {
             if matches!(event, RunEvent::Done(_) | RunEvent::Error(_))
                 && let Some(slot) = slot.take()
@@ -231,7 +234,7 @@ where
             }
             yield event;
         }
-    }
+    })
 }
 
 /// What an admitted request carries on.

@@ -22,6 +22,105 @@ use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::config::{LogFormat, LogSettings};
 
+/// How often buffered log lines are written out.
+const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
+/// A buffer this full is written out at once, by the thread that filled it.
+const FLUSH_AT_BYTES: usize = 256 * 1024;
+
+/// Log lines on their way to stderr. A line is appended to a shared buffer
+/// (a copy under a lock) and a background thread writes the buffer out
+/// every 20 ms, so the request path makes no `write(2)` per line, and a
+/// busy replica writes its log in a few large writes a second instead of
+/// one per request. A full buffer (256 KiB) is written out at once by the
+/// thread that filled it, which bounds the memory and, under a flood,
+/// slows the writers rather than dropping lines. The tracing-appender crate's
+/// non-blocking writer hands each line to a worker thread, a wake-up per line,
+/// which is what this avoids. Written out also on exit and on panic.
+#[derive(Clone, Default)]
+struct LineBuffer {
+    shared: std::sync::Arc<Lines>,
+}
+
+#[derive(Default)]
+struct Lines {
+    pending: std::sync::Mutex<Vec<u8>>,
+    /// Held while writing, so that buffers reach stderr in order.
+    writing: std::sync::Mutex<()>,
+}
+
+impl Lines {
+    fn flush(&self) {
+        use std::io::Write;
+        let _order = self.writing.lock().unwrap_or_else(|p| p.into_inner());
+        let data = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
+        if !data.is_empty() {
+            let _ = std::io::stderr().lock().write_all(&data);
+        }
+    }
+}
+
+impl std::io::Write for LineBuffer {
+    fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {
+        let full = {
+            let mut pending = self
+                .shared
+                .pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            pending.extend_from_slice(line);
+            pending.len() >= FLUSH_AT_BYTES
+        };
+        if full {
+            self.shared.flush();
+        }
+        Ok(line.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LineBuffer {
+    type Writer = LineBuffer;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+static LINES: std::sync::OnceLock<LineBuffer> = std::sync::OnceLock::new();
+
+/// The process's line buffer, with its flushing thread and panic hook.
+fn line_buffer() -> LineBuffer {
+    LINES
+        .get_or_init(|| {
+            let buffer = LineBuffer::default();
+            let shared = buffer.shared.clone();
+            let _ = std::thread::Builder::new()
+                .name("log-writer".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(FLUSH_EVERY);
+                        shared.flush();
+                    }
+                });
+            let previous = std::panic::take_hook();
+            std::panic::set_hook(Box::new(move |info| {
+                flush_logs();
+                previous(info);
+            }));
+            buffer
+        })
+        .clone()
+}
+
+/// Write out the log lines still buffered.
+pub fn flush_logs() {
+    if let Some(lines) = LINES.get() {
+        lines.shared.flush();
+    }
+}
+
 /// Whether spans are exported (a request then looks for a `traceparent`).
 static EXPORTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
@@ -37,11 +136,13 @@ pub struct Telemetry {
 }
 
 impl Telemetry {
-    /// Send what is buffered (bounded by the exporter's timeout) and stop.
+    /// Send what is buffered (bounded by the exporter's timeout), write
+    /// out the last log lines, and stop.
     pub fn shutdown(self) {
         if let Some(Err(e)) = self.traces.map(|p| p.shutdown()) {
             tracing::warn!(error = %e, "the last spans could not be exported");
         }
+        flush_logs();
     }
 }
 
@@ -119,7 +220,7 @@ pub fn init(settings: &LogSettings) -> Telemetry {
         .and_then(|v| filter(v).ok())
         .or_else(|| filter(&settings.level).ok())
         .unwrap_or_else(|| EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let logs = tracing_subscriber::fmt::layer().with_writer(line_buffer());
     let logs = match settings.format {
         LogFormat::Json => logs
             .json()

@@ -92,12 +92,16 @@ pub struct TurnContext {
 /// turn's deadline passes. Limit stops end the turn normally, with the
 /// partial answer and a consistent history. The steps are [`Turn`]'s; this
 /// only drives them and forwards their events as they come.
+///
+/// The stream is boxed: a turn's state machine is several KiB, and the
+/// handlers pass it along (to the SSE renderer, the limits, the drain guard)
+/// by value, so each of those moves would copy it.
 pub fn run_turn(
     cx: TurnContext,
     state: ConversationState,
     input: TurnInput,
-) -> impl Stream<Item = RunEvent> + Send + 'static {
-    async_stream::stream! {
+) -> futures_util::stream::BoxStream<'static, RunEvent> {
+    Box::pin(async_stream::stream! {
         let (mut turn, opening) = Turn::start(cx, state, input).await;
         if !opening.approved.is_empty() {
             for call in &opening.approved {
@@ -172,7 +176,7 @@ pub fn run_turn(
         let outcome = turn.finish(stop);
         yield RunEvent::Usage(outcome.usage);
         yield RunEvent::Done(Box::new(outcome));
-    }
+    })
 }
 
 /// Drive a turn to its end, ignoring intermediate events.

@@ -40,7 +40,8 @@ pub async fn chat_in_project(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, CogniteError> {
     let request_id = request_id::of(&req);
-    chat(&req, &project, payload, state)
+    // Boxed: the turn's future is large, and actix moves the handler's.
+    Box::pin(chat(&req, &project, payload, state))
         .await
         .map_err(|error| CogniteError { error, request_id })
 }
@@ -70,7 +71,8 @@ pub async fn chat_default_project(
             request_id,
         });
     };
-    chat(&req, &project, payload, state)
+    // Boxed: the turn's future is large, and actix moves the handler's.
+    Box::pin(chat(&req, &project, payload, state))
         .await
         .map_err(|error| CogniteError { error, request_id })
 }

@@ -33,7 +33,8 @@ pub async fn chat(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, QuantError> {
     let (spelling, org, agent_id) = path.into_inner();
-    handle(&req, &spelling, org, agent_id, payload, state)
+    // Boxed: the turn's future is large, and actix moves the handler's.
+    Box::pin(handle(&req, &spelling, org, agent_id, payload, state))
         .await
         .map_err(QuantError::on(&req))
 }
