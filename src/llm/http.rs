@@ -58,33 +58,94 @@ impl Default for Limits {
     }
 }
 
-/// A provider's HTTP client, its per-attempt timeouts and its size limits.
+/// A provider's HTTP clients, its per-attempt timeouts and its size limits.
+///
+/// One pooled client per thread: each actix worker is a single-threaded
+/// runtime, and a pooled connection's task runs on the runtime that opened
+/// it. With one client shared by every worker, a request on one worker
+/// often used a connection driven by another, and every such call paid
+/// cross-thread wake-ups (an eventfd write, a context switch) both ways.
 #[derive(Debug, Clone)]
 pub struct HttpUpstream {
-    client: reqwest::Client,
+    clients: std::sync::Arc<Clients>,
     first_byte: Duration,
     idle: Duration,
     limits: Limits,
 }
 
+/// Builds a provider's client, once per thread that calls it.
+#[derive(Debug)]
+struct Clients {
+    connect_timeout: Duration,
+    /// Built at start; used by a thread whose own client cannot be built.
+    shared: reqwest::Client,
+}
+
+thread_local! {
+    /// This thread's clients, by the provider's [`Clients`] (its address,
+    /// checked against a weak reference so that a provider a reload dropped
+    /// is never confused with a new one at the same address).
+    static CLIENTS: std::cell::RefCell<Vec<(std::sync::Weak<Clients>, reqwest::Client)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+impl Clients {
+    fn build(&self) -> Result<reqwest::Client, reqwest::Error> {
+        build_client(self.connect_timeout)
+    }
+}
+
+/// A pooled client for one provider.
+fn build_client(connect_timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .tcp_nodelay(true)
+        .connect_timeout(connect_timeout)
+        .pool_idle_timeout(Duration::from_secs(90))
+        // A redirect would carry the API key (`x-api-key` survives
+        // reqwest's cross-origin stripping) to another host: a 3xx is an
+        // error, reported as the status it is.
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+}
+
 impl HttpUpstream {
     pub fn new(s: &ProviderSettings) -> Result<Self, ProviderError> {
         crate::install_crypto_provider();
-        let client = reqwest::Client::builder()
-            .tcp_nodelay(true)
-            .connect_timeout(Duration::from_millis(s.connect_timeout_ms))
-            .pool_idle_timeout(Duration::from_secs(90))
-            // A redirect would carry the API key (`x-api-key` survives
-            // reqwest's cross-origin stripping) to another host: a 3xx is an
-            // error, reported as the status it is.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
+        let connect_timeout = Duration::from_millis(s.connect_timeout_ms);
+        // Built now, so that a client that cannot be built is a start-up error.
+        let shared = build_client(connect_timeout)
             .map_err(|e| ProviderError::Config(format!("provider {}: http client: {e}", s.name)))?;
+        let clients = std::sync::Arc::new(Clients {
+            connect_timeout,
+            shared,
+        });
         Ok(Self {
-            client,
+            clients,
             first_byte: Duration::from_millis(s.first_byte_timeout_ms),
             idle: Duration::from_millis(s.idle_timeout_ms),
             limits: Limits::of(s),
+        })
+    }
+
+    /// This thread's client for this provider.
+    fn client(&self) -> reqwest::Client {
+        CLIENTS.with(|cell| {
+            let mut clients = cell.borrow_mut();
+            let mine = std::sync::Arc::as_ptr(&self.clients);
+            if let Some((_, c)) = clients
+                .iter()
+                .find(|(owner, _)| owner.strong_count() > 0 && std::ptr::eq(owner.as_ptr(), mine))
+            {
+                return c.clone();
+            }
+            // Forget the clients of providers that are gone (a reload).
+            clients.retain(|(owner, _)| owner.strong_count() > 0);
+            let client = self
+                .clients
+                .build()
+                .unwrap_or_else(|_| self.clients.shared.clone());
+            clients.push((std::sync::Arc::downgrade(&self.clients), client.clone()));
+            client
         })
     }
 
@@ -94,7 +155,7 @@ impl HttpUpstream {
 
     /// A POST of a JSON `body` to `url`.
     pub fn post(&self, url: &reqwest::Url, body: bytes::Bytes) -> reqwest::RequestBuilder {
-        self.client
+        self.client()
             .post(url.clone())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body)
