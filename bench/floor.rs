@@ -3,16 +3,25 @@
 //! the JSON parsed and re-serialised on both legs, no cursor, no logging,
 //! no metrics. Whatever agentgate costs above this is its own.
 //!
-//! Usage: `floor PORT UPSTREAM_BASE WORKERS` (e.g. `floor 0
+//! Usage: `floor PORT UPSTREAM_BASE WORKERS [per-worker]` (e.g. `floor 0
 //! http://127.0.0.1:9000/v1 0`; 0 workers means one per core); prints
-//! `listening <port>`.
+//! `listening <port>`. With `per-worker`, each worker thread has its own
+//! reqwest client (as agentgate does) instead of one shared by all.
 
 use actix_web::{App, HttpResponse, HttpServer, web};
 use serde_json::{Value, json};
 
 struct Floor {
     client: reqwest::Client,
+    per_worker: bool,
     url: String,
+}
+
+thread_local! {
+    static CLIENT: reqwest::Client = reqwest::Client::builder()
+        .tcp_nodelay(true)
+        .build()
+        .unwrap_or_default();
 }
 
 async fn chat(floor: web::Data<Floor>, body: web::Bytes) -> HttpResponse {
@@ -24,7 +33,12 @@ async fn chat(floor: web::Data<Floor>, body: web::Bytes) -> HttpResponse {
         "model": "bench",
         "messages": [{"role": "user", "content": text}],
     });
-    let answer = match floor.client.post(&floor.url).json(&upstream).send().await {
+    let client = if floor.per_worker {
+        CLIENT.with(Clone::clone)
+    } else {
+        floor.client.clone()
+    };
+    let answer = match client.post(&floor.url).json(&upstream).send().await {
         Ok(res) => res.json::<Value>().await,
         Err(e) => Err(e),
     };
@@ -47,6 +61,7 @@ fn main() -> std::io::Result<()> {
         .next()
         .unwrap_or_else(|| "http://127.0.0.1:9000/v1".into());
     let workers: usize = args.next().and_then(|w| w.parse().ok()).unwrap_or(0);
+    let per_worker = args.next().as_deref() == Some("per-worker");
     agentgate::install_crypto_provider();
     actix_web::rt::System::new().block_on(async move {
         let floor = web::Data::new(Floor {
@@ -54,6 +69,7 @@ fn main() -> std::io::Result<()> {
                 .tcp_nodelay(true)
                 .build()
                 .map_err(std::io::Error::other)?,
+            per_worker,
             url: format!("{base}/chat/completions"),
         });
         let mut server = HttpServer::new(move || {
