@@ -75,20 +75,29 @@ def cpu_seconds(pid):
     return total
 
 
-def rss_mb(pid):
-    """Resident memory of pid and its descendants, in MB."""
-    total = 0
-    pids = [pid]
+def tree(pid):
+    """pid and all its descendants."""
+    parents = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
                 with open(f"/proc/{entry}/stat") as f:
                     stat = f.read()
-                if int(stat[stat.rindex(")") + 2 :].split()[1]) == pid:
-                    pids.append(int(entry))
+                parents[int(entry)] = int(stat[stat.rindex(")") + 2 :].split()[1])
             except OSError:
                 pass
-    for p in pids:
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        found.append(p)
+        todo.extend(c for c, parent in parents.items() if parent == p and c not in found)
+    return found
+
+
+def rss_mb(pid):
+    """Resident memory of pid and all its descendants, in MB."""
+    total = 0
+    for p in tree(pid):
         try:
             with open(f"/proc/{p}/status") as f:
                 for line in f:
@@ -132,7 +141,9 @@ class Service:
                     break
                 except Exception:
                     if self.proc.poll() is not None or time.time() > deadline:
-                        raise RuntimeError(f"{name} did not become healthy: {self.output()}")
+                        output = self.output()
+                        self.stop()
+                        raise RuntimeError(f"{name} did not become healthy: {output}")
                     time.sleep(0.2)
 
     @property
@@ -144,13 +155,21 @@ class Service:
         return self.log.read().decode(errors="replace")[-4000:]
 
     def stop(self):
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-                self.proc.wait(timeout=20)
-            except Exception:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        stop_group(self.proc)
+
+
+def stop_group(proc):
+    """SIGTERM the child's process group, then SIGKILL what is left after 10 s."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    except ProcessLookupError:
+        pass
 
 
 def free_port():
@@ -322,6 +341,7 @@ def agentgate_config(upstream_port, workdir, workers=0):
 listen = "127.0.0.1:0"
 max_connections = 25000
 workers = {workers}
+shutdown_grace_seconds = 2
 
 [log]
 format = "json"
@@ -386,12 +406,7 @@ def start_agentgate(upstream_port, workdir, workers=0):
     svc = Proc()
     svc.proc, svc.port, svc.pid, svc.name = proc, port, proc.pid, "agentgate"
 
-    def stop():
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=30)
-
-    svc.stop = stop
+    svc.stop = lambda: stop_group(proc)
     return svc
 
 
@@ -477,6 +492,14 @@ def main():
     )
     args = ap.parse_args()
     seconds = 1 if args.smoke else args.seconds
+    # A CI timeout's SIGTERM still runs the `finally` that stops every child.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    # 1,000 streams need about 2,000 descriptors in the gateway and 1,000 here.
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 8192:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(8192, hard), hard))
     clients_list = [1, 16, 64]
     streams = 50 if args.smoke else 1000
     ttfe_n = 20 if args.smoke else 300
@@ -484,7 +507,7 @@ def main():
 
     ensure_wrk()
     if not args.no_build:
-        log("building release binaries")
+        log("building the " + ("debug" if args.debug else "release") + " binaries")
         subprocess.run(
             ["cargo", "build", "--locked", "--bin", "agentgate", "--example", "mock_upstream", "--example", "floor"]
             + ([] if args.debug else ["--release"]),
@@ -592,6 +615,11 @@ def main():
     with open(args.json, "w") as f:
         json.dump(results, f, indent=2)
     log(f"figures written to {args.json}")
+    for leg, runs in results["legs"].items():
+        for r in runs:
+            if r["socket_errors"]:
+                # wrk leaves timed-out requests out of its latency figures.
+                print(f"warning: {leg} {r['clients']}c: socket errors {r['socket_errors']}", file=sys.stderr)
     bad = [
         f"{leg} {r['clients']}c: {r['non_2xx']} non-2xx, socket errors {r['socket_errors']}"
         for leg, runs in results["legs"].items()

@@ -3,8 +3,9 @@
 # installs what is missing (Debian packages with apt-get, Python packages into
 # .venv), checks formatting and lints, and runs every test (unit, integration
 # against real mock upstreams and real redis-server processes, the cognite-sdk
-# and quantcdn-client end-to-end tests, schemathesis against /openapi.json, and
-# the criterion benches in their quick test mode). It leaves no services running: each test spawns the
+# and quantcdn-client end-to-end tests, schemathesis against /openapi.json, the
+# criterion benches in their quick test mode, and bench/run.py's smoke mode, which
+# needs wrk). It leaves no services running: each test spawns the
 # gateway, its mock upstreams and its redis-server on free loopback ports and
 # stops them.
 set -euo pipefail

@@ -33,9 +33,12 @@ const FLUSH_AT_BYTES: usize = 256 * 1024;
 /// busy replica writes its log in a few large writes a second instead of
 /// one per request. A full buffer (256 KiB) is written out at once by the
 /// thread that filled it, which bounds the memory and, under a flood,
-/// slows the writers rather than dropping lines. The tracing-appender crate's
-/// non-blocking writer hands each line to a worker thread, a wake-up per line,
-/// which is what this avoids. Written out also on exit and on panic.
+/// slows the writers rather than dropping lines. (tracing-appender's
+/// non-blocking writer writes each line with its own `write(2)` from its
+/// worker thread, and drops lines when its queue is full.) Written out on
+/// exit and on panic; a process killed outright (SIGKILL, an abort) loses
+/// at most the last 20 ms of lines. If the writing thread cannot be
+/// started, each line is written at once.
 #[derive(Clone, Default)]
 struct LineBuffer {
     shared: std::sync::Arc<Lines>,
@@ -46,12 +49,33 @@ struct Lines {
     pending: std::sync::Mutex<Vec<u8>>,
     /// Held while writing, so that buffers reach stderr in order.
     writing: std::sync::Mutex<()>,
+    /// Set when no thread writes the buffer out: every line is written at once.
+    direct: std::sync::atomic::AtomicBool,
 }
 
 impl Lines {
     fn flush(&self) {
-        use std::io::Write;
         let _order = self.writing.lock().unwrap_or_else(|p| p.into_inner());
+        self.write_out();
+    }
+
+    /// From the panic hook: never wait (the panicking thread may hold the
+    /// lock, or stderr); whatever is not written now is lost with the process.
+    fn flush_if_free(&self) {
+        use std::io::Write;
+        let Ok(_order) = self.writing.try_lock() else {
+            return;
+        };
+        let Ok(mut pending) = self.pending.try_lock() else {
+            return;
+        };
+        let data = std::mem::take(&mut *pending);
+        drop(pending);
+        let _ = std::io::stderr().lock().write_all(&data);
+    }
+
+    fn write_out(&self) {
+        use std::io::Write;
         let data = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
         if !data.is_empty() {
             let _ = std::io::stderr().lock().write_all(&data);
@@ -69,6 +93,10 @@ impl std::io::Write for LineBuffer {
                 .unwrap_or_else(|p| p.into_inner());
             pending.extend_from_slice(line);
             pending.len() >= FLUSH_AT_BYTES
+                || self
+                    .shared
+                    .direct
+                    .load(std::sync::atomic::Ordering::Relaxed)
         };
         if full {
             self.shared.flush();
@@ -96,17 +124,23 @@ fn line_buffer() -> LineBuffer {
         .get_or_init(|| {
             let buffer = LineBuffer::default();
             let shared = buffer.shared.clone();
-            let _ = std::thread::Builder::new()
+            let writer = shared.clone();
+            let started = std::thread::Builder::new()
                 .name("log-writer".into())
                 .spawn(move || {
                     loop {
                         std::thread::sleep(FLUSH_EVERY);
-                        shared.flush();
+                        writer.flush();
                     }
                 });
+            if started.is_err() {
+                shared
+                    .direct
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+            }
             let previous = std::panic::take_hook();
             std::panic::set_hook(Box::new(move |info| {
-                flush_logs();
+                shared.flush_if_free();
                 previous(info);
             }));
             buffer

@@ -60,11 +60,14 @@ impl Default for Limits {
 
 /// A provider's HTTP clients, its per-attempt timeouts and its size limits.
 ///
-/// One pooled client per thread: each actix worker is a single-threaded
+/// One pooled client per actix worker: each worker is a single-threaded
 /// runtime, and a pooled connection's task runs on the runtime that opened
 /// it. With one client shared by every worker, a request on one worker
 /// often used a connection driven by another, and every such call paid
-/// cross-thread wake-ups (an eventfd write, a context switch) both ways.
+/// cross-thread wake-ups (an eventfd write, a context switch) both ways
+/// (docs/benchmarks.md). The price: each worker keeps its own idle
+/// connections (and TLS sessions) to a provider, and builds its client on
+/// its first call to it (loading the system's CA certificates once).
 #[derive(Debug, Clone)]
 pub struct HttpUpstream {
     clients: std::sync::Arc<Clients>,
@@ -127,8 +130,15 @@ impl HttpUpstream {
         })
     }
 
-    /// This thread's client for this provider.
+    /// This thread's client for this provider. Only single-threaded
+    /// runtimes (the actix workers) get their own: on a multi-threaded one
+    /// (the async job workers) tasks move between threads, so they share one.
     fn client(&self) -> reqwest::Client {
+        let own = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread);
+        if !own {
+            return self.clients.shared.clone();
+        }
         CLIENTS.with(|cell| {
             let mut clients = cell.borrow_mut();
             let mine = std::sync::Arc::as_ptr(&self.clients);
