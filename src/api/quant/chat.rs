@@ -3,7 +3,9 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::error::QuantError;
-use super::wire::{Accepted, ChatRequest, ChatResponse, ChatResponseBody, UsageOut, check_user_id};
+use super::wire::{
+    Accepted, AgentPath, ChatRequest, ChatResponse, ChatResponseBody, UsageOut, check_user_id,
+};
 use crate::api::{AppState, body, report, request_id, sse};
 use crate::error::ApiError;
 use crate::jobs;
@@ -16,7 +18,7 @@ use crate::sessions::{self, ChatTurn, Scope};
 /// poll URL).
 #[utoipa::path(post, path = "/api/v3/organizations/{org}/ai/agents/{agent_id}/chat", tag = "quant",
     operation_id = "quant_chat",
-    params(("org" = String, Path, description = "The organisation (tenant); `organisations` is accepted too"), ("agent_id" = String, Path, description = "The agent")),
+    params(AgentPath),
     request_body = ChatRequest,
     responses(
         (status = 200, description = "The turn's answer (JSON), or with `stream: true` its server-sent events (docs/api.md, Streaming)",

@@ -4,7 +4,8 @@ use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::error::QuantError;
 use super::wire::{
-    AssistantResponse, Execution, ExecutionError, ExecutionResult, UsageOut, timestamp,
+    AssistantResponse, Execution, ExecutionError, ExecutionPath, ExecutionResult, UsageOut,
+    timestamp,
 };
 use crate::api::AppState;
 use crate::error::{ApiError, ErrorCode};
@@ -14,7 +15,7 @@ use crate::jobs;
 /// `failed` (with the error).
 #[utoipa::path(get, path = "/api/v3/organizations/{org}/ai/chat/executions/{request_id}", tag = "quant",
     operation_id = "quant_execution",
-    params(("org" = String, Path, description = "The organisation (tenant); `organisations` is accepted too"), ("request_id" = String, Path, description = "The execution's `requestId`")),
+    params(ExecutionPath),
     responses((status = 200, description = "The execution", body = Execution)))]
 pub async fn get(
     req: HttpRequest,

@@ -6,8 +6,8 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use super::error::QuantError;
 use super::wire::{
     CreateSession, Created, Deleted, Detail, ExtendSession, Extended, ListQuery, Listed,
-    MAX_OFFSET, TranscriptMessage, UpdateSession, Updated, check_group, check_metadata,
-    check_user_id, timestamp,
+    MAX_OFFSET, OrgPath, SessionPath, TranscriptMessage, UpdateSession, Updated, check_group,
+    check_metadata, check_user_id, timestamp,
 };
 use crate::api::{AppState, body};
 use crate::cursor::{Budget, MAX_TTL};
@@ -85,7 +85,7 @@ fn minutes(value: Option<i64>, default: i64, min: i64, field: &str) -> Result<i6
 /// Start a session (optionally with a transcript to continue from).
 #[utoipa::path(post, path = "/api/v3/organizations/{org}/ai/sessions", tag = "quant",
     operation_id = "quant_create_session",
-    params(("org" = String, Path, description = "The organisation (tenant); `organisations` is accepted too")),
+    params(OrgPath),
     request_body = CreateSession,
     responses((status = 201, description = "The new session", body = Created)))]
 pub async fn create(
@@ -152,7 +152,7 @@ fn parse_usize(v: Option<&str>, default: usize, field: &str) -> Result<usize, Ap
 /// The caller's live sessions, newest first.
 #[utoipa::path(get, path = "/api/v3/organizations/{org}/ai/sessions", tag = "quant",
     operation_id = "quant_list_sessions",
-    params(("org" = String, Path, description = "The organisation (tenant); `organisations` is accepted too"), ListQuery),
+    params(OrgPath, ListQuery),
     responses((status = 200, description = "The sessions", body = Vec<Listed>)))]
 pub async fn list(
     req: HttpRequest,
@@ -207,7 +207,7 @@ pub async fn list(
 /// A session with its transcript.
 #[utoipa::path(get, path = "/api/v3/organizations/{org}/ai/sessions/{session_id}", tag = "quant",
     operation_id = "quant_get_session",
-    params(("org" = String, Path, description = "The organisation (tenant); `organisations` is accepted too"), ("session_id" = String, Path, description = "The session")),
+    params(SessionPath),
     responses((status = 200, description = "The session", body = Detail)))]
 pub async fn get(
     req: HttpRequest,
@@ -242,7 +242,7 @@ pub async fn get(
 /// Append messages, or change the status or metadata of a session.
 #[utoipa::path(put, path = "/api/v3/organizations/{org}/ai/sessions/{session_id}", tag = "quant",
     operation_id = "quant_update_session",
-    params(("org" = String, Path, description = "The organisation (tenant); `organisations` is accepted too"), ("session_id" = String, Path, description = "The session")),
+    params(SessionPath),
     request_body = UpdateSession,
     responses((status = 200, description = "The updated session", body = Updated)))]
 pub async fn update(
@@ -309,7 +309,7 @@ pub async fn update(
 /// Push a session's expiry back (60 minutes unless the body says otherwise).
 #[utoipa::path(put, path = "/api/v3/organizations/{org}/ai/sessions/{session_id}/extend", tag = "quant",
     operation_id = "quant_extend_session",
-    params(("org" = String, Path, description = "The organisation (tenant); `organisations` is accepted too"), ("session_id" = String, Path, description = "The session")),
+    params(SessionPath),
     request_body(content = Option<ExtendSession>, description = "Optional: an empty body extends by 60 minutes"),
     responses((status = 200, description = "The new expiry", body = Extended)))]
 pub async fn extend(
@@ -356,7 +356,7 @@ pub async fn extend(
 /// Delete a session.
 #[utoipa::path(delete, path = "/api/v3/organizations/{org}/ai/sessions/{session_id}", tag = "quant",
     operation_id = "quant_delete_session",
-    params(("org" = String, Path, description = "The organisation (tenant); `organisations` is accepted too"), ("session_id" = String, Path, description = "The session")),
+    params(SessionPath),
     responses((status = 200, description = "Deleted", body = Deleted)))]
 pub async fn delete(
     req: HttpRequest,

@@ -314,3 +314,44 @@ pub struct ExecutionError<'a> {
 pub struct Deleted {
     pub message: &'static str,
 }
+
+// The path parameters of the Quant routes, for the OpenAPI document (the
+// handlers take them as tuples, with the spelling of `organizations` first).
+
+/// `{org}`.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct OrgPath {
+    /// The organisation (tenant); the path may also spell it `organisations`.
+    pub org: String,
+}
+
+/// `{org}` and `{agent_id}`.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct AgentPath {
+    /// The organisation (tenant); the path may also spell it `organisations`.
+    pub org: String,
+    /// The agent.
+    pub agent_id: String,
+}
+
+/// `{org}` and `{session_id}`.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct SessionPath {
+    /// The organisation (tenant); the path may also spell it `organisations`.
+    pub org: String,
+    /// The session.
+    pub session_id: String,
+}
+
+/// `{org}` and `{request_id}`.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct ExecutionPath {
+    /// The organisation (tenant); the path may also spell it `organisations`.
+    pub org: String,
+    /// The execution's `requestId`.
+    pub request_id: String,
+}
