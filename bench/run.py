@@ -484,6 +484,7 @@ def main():
     ap.add_argument("--soak", type=int, default=1_000_000, help="requests in the soak (full mode)")
     ap.add_argument("--json", default=os.path.join(ROOT, "target/bench/results.json"))
     ap.add_argument("--no-build", action="store_true", help="use the binaries already built")
+    ap.add_argument("--binary", help="the agentgate binary to measure (default: the one built)")
     ap.add_argument("--workers", type=int, default=0, help="agentgate's and the floors' workers (0: one per core)")
     ap.add_argument(
         "--debug",
@@ -516,7 +517,7 @@ def main():
         )
     rel = os.path.join(ROOT, "target/debug" if args.debug else "target/release")
     global BINARY
-    BINARY = os.path.join(rel, "agentgate")
+    BINARY = args.binary or os.path.join(rel, "agentgate")
     results = {"mode": "smoke" if args.smoke else "full", "seconds_per_run": seconds, "legs": {}}
     services = []
     workdir = tempfile.mkdtemp(prefix="agentgate-bench-")

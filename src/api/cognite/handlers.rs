@@ -341,7 +341,8 @@ fn render_outcome(
             )],
         },
     };
-    serde_json::to_string(&response)
+    // sonic-rs: SIMD string escaping over the (possibly large) cursor.
+    sonic_rs::to_string(&response)
         .map_err(|e| ApiError::new(ErrorCode::Internal, format!("response: {e}")))
 }
 
