@@ -266,14 +266,17 @@ def post_json(url, body):
 # ---------------------------------------------------------------- streams
 
 
-async def first_event(port, path, body):
-    """Seconds from sending a streamed request to the first bytes carrying an event."""
+async def until_event(port, path, body, keep_alive=False):
+    """Send a streamed request on a new connection and read until its first event.
+
+    Returns the writer (its connection still open) and the seconds that took."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     data = json.dumps(body, separators=(',', ':')).encode()
+    close = "" if keep_alive else "connection: close\r\n"
     start = time.perf_counter()
     writer.write(
         f"POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
-        f"content-length: {len(data)}\r\nconnection: close\r\n\r\n".encode()
+        f"content-length: {len(data)}\r\n{close}\r\n".encode()
         + data
     )
     await writer.drain()
@@ -281,9 +284,15 @@ async def first_event(port, path, body):
     while b"data:" not in seen:
         chunk = await reader.read(65536)
         if not chunk:
+            writer.close()
             raise RuntimeError(f"no event: {seen[:300]!r}")
         seen += chunk
-    elapsed = time.perf_counter() - start
+    return writer, time.perf_counter() - start
+
+
+async def first_event(port, path, body):
+    """Seconds from sending a streamed request to the first bytes carrying an event."""
+    writer, elapsed = await until_event(port, path, body)
     writer.close()
     return elapsed
 
@@ -302,22 +311,8 @@ async def ttfe(port, path, body, n):
 
 async def hold_streams(port, path, body, n, pid):
     """Open n slow streams at once, wait for each one's first event; the gateway's RSS then."""
-    data = json.dumps(body, separators=(',', ':')).encode()
-    head = (
-        f"POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
-        f"content-length: {len(data)}\r\n\r\n"
-    ).encode()
-
     async def one():
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(head + data)
-        await writer.drain()
-        seen = b""
-        while b"data:" not in seen:
-            chunk = await reader.read(4096)
-            if not chunk:
-                raise RuntimeError(f"stream refused: {seen[:200]!r}")
-            seen += chunk
+        writer, _ = await until_event(port, path, body, keep_alive=True)
         return writer
 
     writers = []

@@ -345,9 +345,7 @@ static WARNED_AT: AtomicU64 = AtomicU64::new(0);
 /// A limit could not be checked: count it, warn now and then, let it pass.
 fn store_failed(e: &StoreError) {
     crate::observe::rate_limit_store_error();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let now = epoch_ms() / 1000;
     let last = WARNED_AT.load(Ordering::Relaxed);
     if now >= last + 10
         && WARNED_AT
