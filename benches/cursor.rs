@@ -103,6 +103,8 @@ fn request_path(c: &mut Criterion) {
                     max_tokens: None,
                     tools: &[],
                     thinking_budget: None,
+                    tool_choice: None,
+                    params: None,
                     deadline: tokio::time::Instant::now(),
                 },
                 false,

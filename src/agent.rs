@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::AgentSettings;
 use crate::cursor::Budget;
+use crate::llm::params::ToolChoice;
 
 /// One configured agent.
 #[derive(Debug, Clone)]
@@ -24,6 +25,10 @@ pub struct AgentSpec {
     pub thinking_budget: Option<u32>,
     /// Names of the server tools the agent may use.
     pub tools: Vec<String>,
+    /// How the model may use its tools (`None`: not sent).
+    pub tool_choice: Option<ToolChoice>,
+    /// Provider parameters passed through (`None` when the agent set none).
+    pub params: Option<serde_json::Map<String, serde_json::Value>>,
     pub max_steps: u32,
     pub max_turn: Duration,
     pub budget: Budget,
@@ -46,6 +51,8 @@ impl AgentSpec {
             max_tokens: s.max_tokens,
             thinking_budget: s.thinking_budget_tokens,
             tools: s.tools.clone(),
+            tool_choice: s.tool_choice.as_deref().map(ToolChoice::parse),
+            params: (!s.params.is_empty()).then(|| s.params.clone()),
             max_steps: s.max_steps,
             max_turn: Duration::from_secs(s.max_turn_seconds),
             budget: Budget {

@@ -354,7 +354,7 @@ pub struct TenantLimitSettings {
     pub concurrent_streams: Option<u64>,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "lowercase")]
 pub enum ProviderKind {
     Openai,
@@ -501,6 +501,12 @@ pub struct AgentSettings {
     /// Extended thinking budget (Anthropic `thinking.budget_tokens`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub thinking_budget_tokens: Option<u32>,
+    /// `auto`, `required`, `none`, or the name of one of `tools` (default: not sent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_choice: Option<String>,
+    /// Provider parameters passed through as they are (checked at start per provider kind).
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub params: serde_json::Map<String, serde_json::Value>,
 }
 
 impl AgentSettings {
@@ -1101,6 +1107,11 @@ impl Settings {
         names: &HashSet<&str>,
         tool_names: &HashSet<&str>,
     ) -> Result<(), ConfigError> {
+        let kinds: std::collections::HashMap<&str, ProviderKind> = self
+            .providers
+            .iter()
+            .map(|p| (p.name.as_str(), p.kind))
+            .collect();
         let mut ids = HashSet::new();
         for (i, a) in self.agents.iter().enumerate() {
             let key = |field: &str| format!("agents[{i}].{field}");
@@ -1172,6 +1183,52 @@ impl Settings {
                     return Err(invalid(
                         key("tools"),
                         format!("no tool named {t:?} (built-ins: clock, calculator)"),
+                    ));
+                }
+            }
+            if let Some(choice) = a.tool_choice.as_deref()
+                && let crate::llm::params::ToolChoice::Tool(name) =
+                    crate::llm::params::ToolChoice::parse(choice)
+                && !a.tools.contains(&name)
+            {
+                return Err(invalid(
+                    key("tool_choice"),
+                    format!("{name:?} is not auto, required, none or one of this agent's tools"),
+                ));
+            }
+            let fields = crate::llm::params::AgentFields {
+                max_tokens: a.max_tokens.is_some(),
+                thinking_budget: a.thinking_budget_tokens.is_some(),
+            };
+            let mut checked = HashSet::new();
+            for provider in std::iter::once(&a.provider).chain(&a.fallback_providers) {
+                let Some(&kind) = kinds.get(provider.as_str()) else {
+                    continue;
+                };
+                if !checked.insert(kind) {
+                    continue;
+                }
+                crate::llm::params::check(kind, &a.params, fields).map_err(|e| {
+                    invalid(
+                        key(&format!("params.{}", e.key)),
+                        format!("{} (provider {provider:?})", e.message),
+                    )
+                })?;
+                let forced = a.tool_choice.as_deref().is_some_and(|c| {
+                    !matches!(
+                        crate::llm::params::ToolChoice::parse(c),
+                        crate::llm::params::ToolChoice::Auto | crate::llm::params::ToolChoice::None
+                    )
+                });
+                let thinking = a.thinking_budget_tokens.is_some()
+                    || crate::llm::params::thinking_budget(Some(&a.params)).is_some();
+                if kind == ProviderKind::Anthropic && forced && thinking {
+                    return Err(invalid(
+                        key("tool_choice"),
+                        format!(
+                            "provider {provider:?} cannot force a tool call while thinking is \
+                             enabled: use auto or none"
+                        ),
                     ));
                 }
             }

@@ -300,3 +300,79 @@ fn every_section_with_a_problem_is_reported() {
     }
     assert!(err.starts_with("3 problems"), "{err}");
 }
+
+const TWO_KINDS: &str = r#"
+[[providers]]
+name = "oa"
+kind = "openai"
+base_url = "http://127.0.0.1:9/v1"
+
+[[providers]]
+name = "an"
+kind = "anthropic"
+
+[[tools]]
+name = "get_weather"
+kind = "http"
+url = "http://127.0.0.1:9/weather"
+description = "Weather"
+
+[[agents]]
+id = "a"
+provider = "oa"
+model = "m"
+tools = ["get_weather"]
+"#;
+
+#[test]
+fn tool_choice_and_params_are_read_and_checked_per_provider_kind() {
+    let ok = format!(
+        "{TWO_KINDS}tool_choice = \"get_weather\"\n[agents.params]\ntop_p = 0.5\nseed = 3\nstop = [\"END\"]\n\
+         [agents.params.response_format]\ntype = \"json_schema\"\n\
+         json_schema = {{ name = \"w\", schema = {{ type = \"object\" }} }}\n"
+    );
+    let s = Settings::from_toml(&ok).unwrap();
+    let a = &s.agents[0];
+    assert_eq!(a.tool_choice.as_deref(), Some("get_weather"));
+    assert_eq!(a.params["seed"], serde_json::json!(3));
+    assert_eq!(a.params["response_format"]["json_schema"]["name"], "w");
+
+    let cases = [
+        (
+            format!("{TWO_KINDS}tool_choice = \"get_wether\""),
+            "agents[0].tool_choice",
+            "not auto, required, none",
+        ),
+        (
+            format!("{TWO_KINDS}[agents.params]\ntop_pp = 1"),
+            "agents[0].params.top_pp",
+            "not a parameter the openai provider takes",
+        ),
+        (
+            format!("{TWO_KINDS}max_tokens = 5\n[agents.params]\nmax_completion_tokens = 9"),
+            "agents[0].params.max_completion_tokens",
+            "not both",
+        ),
+        (
+            // Valid for OpenAI, but the route falls back to Anthropic, which takes no `stop`.
+            format!("{TWO_KINDS}fallback_providers = [\"an\"]\n[agents.params]\nstop = \"x\""),
+            "agents[0].params.stop",
+            "provider \"an\"",
+        ),
+        (
+            format!(
+                "{TWO_KINDS}provider = \"an\"\ntool_choice = \"required\"\nthinking_budget_tokens = 2048"
+            )
+            .replacen("provider = \"oa\"\n", "", 1),
+            "agents[0].tool_choice",
+            "cannot force a tool call while thinking",
+        ),
+    ];
+    for (text, key, message) in cases {
+        let e = Settings::from_toml(&text).expect_err(&text).to_string();
+        assert!(
+            e.contains(key) && e.contains(message),
+            "{e:?} should name {key:?} and say {message:?}"
+        );
+    }
+}

@@ -8,6 +8,7 @@
 pub mod anthropic;
 pub mod http;
 pub mod openai;
+pub mod params;
 pub mod route;
 pub mod scripted;
 
@@ -35,6 +36,10 @@ pub struct ChatRequest<'a> {
     pub tools: &'a [&'a crate::tools::ToolSpec],
     /// Extended thinking budget, for providers that support it.
     pub thinking_budget: Option<u32>,
+    /// How the model may use `tools` (`None`: not sent; never sent without tools).
+    pub tool_choice: Option<params::CallChoice<'a>>,
+    /// The agent's provider parameters, written into the body as they are.
+    pub params: Option<&'a serde_json::Map<String, serde_json::Value>>,
     /// The attempt must end by then (the route sets the tighter of the turn's
     /// deadline and the provider's `total_timeout_ms`).
     pub deadline: Instant,

@@ -119,6 +119,8 @@ mod tests {
             max_tokens: None,
             tools: &[],
             thinking_budget: None,
+            tool_choice: None,
+            params: None,
             deadline: tokio::time::Instant::now() + std::time::Duration::from_secs(5),
         };
         let p = ScriptedProvider;

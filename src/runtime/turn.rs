@@ -198,6 +198,14 @@ impl Turn {
             max_tokens: self.agent.max_tokens,
             tools: offered,
             thinking_budget: self.agent.thinking_budget,
+            tool_choice: self.agent.tool_choice.as_ref().map(|c| {
+                let after_tools = matches!(
+                    self.state.history.last(),
+                    Some(HistoryItem::ToolResult { .. })
+                );
+                c.for_call(after_tools, offered)
+            }),
+            params: self.agent.params.as_ref(),
             deadline: self.deadline,
         }
     }

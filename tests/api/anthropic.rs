@@ -229,3 +229,55 @@ async fn thinking_budget_is_sent_and_upstream_errors_stay_private() {
     assert_eq!(body["error"]["type"], "upstream_rejected");
     assert!(!body.to_string().contains("MOCK-UPSTREAM-DETAIL"));
 }
+
+#[tokio::test]
+async fn tool_choice_and_params_reach_anthropic_in_its_own_spelling() {
+    let mock = anthropic_mock::start().await;
+    let app = app_on(
+        &mock,
+        "tools = [\"calculator\"]\ntool_choice = \"calculator\"\ntemperature = 0.5\n\
+         [agents.params]\ntop_k = 5\nstop_sequences = [\"END\"]\nmetadata = { user_id = \"u-1\" }\n",
+    )
+    .await;
+    mock.push([
+        Reply::Message(tool_message(
+            "toolu_01",
+            "calculator",
+            json!({"expression": "2+2"}),
+        )),
+        Reply::Message(message("4")),
+    ]);
+    let (status, body) = app.say("p", "claude", "2+2?", None).await;
+    assert_eq!(status, 200, "{body}");
+    let received = mock.received();
+    let first = &received[0].body;
+    assert_eq!(
+        first["tool_choice"],
+        json!({"type": "tool", "name": "calculator"})
+    );
+    assert_eq!(first["top_k"], 5);
+    assert_eq!(first["stop_sequences"], json!(["END"]));
+    assert_eq!(first["metadata"], json!({"user_id": "u-1"}));
+    assert_eq!(first["temperature"], 0.5);
+    // After the tool's result the model is free to answer.
+    assert_eq!(received[1].body["tool_choice"], json!({"type": "auto"}));
+
+    // `params.thinking` turns thinking on like thinking_budget_tokens: no temperature.
+    let mock = anthropic_mock::start().await;
+    let app = app_on(
+        &mock,
+        "temperature = 0.5\ntool_choice = \"auto\"\n\
+         [agents.params]\nthinking = { type = \"enabled\", budget_tokens = 1024 }\n",
+    )
+    .await;
+    let (status, _) = app.say("p", "claude", "think", None).await;
+    assert_eq!(status, 200);
+    let sent = &mock.received()[0].body;
+    assert_eq!(
+        sent["thinking"],
+        json!({"type": "enabled", "budget_tokens": 1024})
+    );
+    assert!(sent.get("temperature").is_none(), "{sent}");
+    // No tools are offered, so no tool choice is sent.
+    assert!(sent.get("tool_choice").is_none(), "{sent}");
+}

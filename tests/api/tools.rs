@@ -869,3 +869,80 @@ async fn a_confirmation_answer_whose_client_went_away_can_be_retried() {
     let v: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(text_of(&v), "tools said: order at /orders/7");
 }
+
+#[tokio::test]
+async fn tool_choice_and_params_are_sent_as_configured_and_nothing_else() {
+    let upstream = tool_upstream(
+        vec![("calculator", r#"{"expression":"2+3"}"#.into())],
+        false,
+    )
+    .await;
+    let app = spawn_app_with(Options {
+        upstream: Some(format!("{}/v1", upstream.uri())),
+        extra_toml: tools_toml(
+            r#""calculator""#,
+            "tool_choice = \"required\"\n\
+             [agents.params]\ntop_p = 0.25\nseed = 42\nstop = [\"END\"]\nreasoning_effort = \"low\"\n\
+             response_format = { type = \"json_schema\", json_schema = { name = \"answer\", \
+             schema = { type = \"object\", properties = { a = { type = \"string\" } } } } }\n",
+        ),
+        ..Default::default()
+    })
+    .await;
+    let (status, body) = app.say("p", "tooly", "2+3?", None).await;
+    assert_eq!(status, 200, "{body}");
+    let bodies = received_bodies(&upstream).await;
+    assert_eq!(bodies.len(), 2);
+    let first = &bodies[0];
+    assert_eq!(first["tool_choice"], "required");
+    assert_eq!(first["top_p"], 0.25);
+    assert_eq!(first["seed"], 42);
+    assert_eq!(first["stop"], json!(["END"]));
+    assert_eq!(first["reasoning_effort"], "low");
+    assert_eq!(
+        first["response_format"]["json_schema"]["schema"]["properties"]["a"],
+        json!({"type": "string"})
+    );
+    // The call after the tool's result answers the user: `auto`, or the model
+    // could only call tools until the turn ran out of steps.
+    assert_eq!(bodies[1]["tool_choice"], "auto");
+    assert_eq!(bodies[1]["seed"], 42);
+    assert!(text_of(&body).starts_with("tools said: 5"), "{body}");
+
+    // An agent that sets neither sends neither, and the plain agent on the
+    // same provider is untouched.
+    let (status, _) = app.say("p", "gpt", "hello", None).await;
+    assert_eq!(status, 200);
+    let plain = received_bodies(&upstream).await.pop().unwrap();
+    let keys: Vec<&str> = plain
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let mut keys = keys;
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        ["max_tokens", "messages", "model", "stream", "temperature"]
+    );
+}
+
+#[tokio::test]
+async fn a_tool_named_by_tool_choice_is_forced_in_the_openai_shape() {
+    let upstream = tool_upstream(vec![("clock", "{}".into())], false).await;
+    let app = spawn_app_with(Options {
+        upstream: Some(format!("{}/v1", upstream.uri())),
+        extra_toml: tools_toml(r#""calculator", "clock""#, "tool_choice = \"clock\"\n"),
+        ..Default::default()
+    })
+    .await;
+    let (status, _) = app.say("p", "tooly", "time?", None).await;
+    assert_eq!(status, 200);
+    let bodies = received_bodies(&upstream).await;
+    assert_eq!(
+        bodies[0]["tool_choice"],
+        json!({"type": "function", "function": {"name": "clock"}})
+    );
+    assert_eq!(bodies[1]["tool_choice"], "auto");
+}

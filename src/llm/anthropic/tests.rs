@@ -16,6 +16,8 @@ fn request<'a>(history: &'a [HistoryItem], tools: &'a [&'a ToolSpec]) -> ChatReq
         max_tokens: None,
         tools,
         thinking_budget: None,
+        tool_choice: None,
+        params: None,
         deadline: tokio::time::Instant::now(),
     }
 }

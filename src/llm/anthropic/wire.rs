@@ -10,6 +10,7 @@ use serde_json::value::RawValue;
 
 use crate::domain::{AssistantPart, HistoryItem, UserPart};
 use crate::llm::ChatRequest;
+use crate::llm::params::{self, CallChoice};
 
 /// The `provider` of the reasoning items this provider writes and reads.
 pub const KIND: &str = "anthropic";
@@ -29,8 +30,34 @@ pub struct Request<'a> {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tools: Vec<ToolDef<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_choice: Option<ToolChoiceOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub thinking: Option<Thinking>,
     pub stream: bool,
+    /// The agent's `params`, checked at start to name none of the fields above.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub params: Option<&'a serde_json::Map<String, Value>>,
+}
+
+/// `{"type":"auto"|"any"|"none"}` or `{"type":"tool","name":…}`.
+#[derive(Serialize)]
+pub struct ToolChoiceOut<'a> {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<&'a str>,
+}
+
+impl<'a> ToolChoiceOut<'a> {
+    fn new(choice: CallChoice<'a>) -> Self {
+        let (kind, name) = match choice {
+            CallChoice::Auto => ("auto", None),
+            CallChoice::Required => ("any", None),
+            CallChoice::None => ("none", None),
+            CallChoice::Tool(name) => ("tool", Some(name)),
+        };
+        Self { kind, name }
+    }
 }
 
 #[derive(Serialize)]
@@ -98,7 +125,11 @@ impl<'a> Request<'a> {
             kind: "enabled",
             budget_tokens,
         });
-        let max_tokens = match (req.max_tokens, req.thinking_budget) {
+        // Thinking is on with the agent's budget or with `params.thinking`.
+        let budget = req
+            .thinking_budget
+            .or_else(|| params::thinking_budget(req.params));
+        let max_tokens = match (req.max_tokens, budget) {
             (Some(m), _) => m,
             (None, Some(budget)) => budget.saturating_add(DEFAULT_MAX_TOKENS),
             (None, None) => DEFAULT_MAX_TOKENS,
@@ -109,7 +140,7 @@ impl<'a> Request<'a> {
             system: req.system.filter(|s| !s.is_empty()),
             messages: messages(req.messages),
             // The API refuses a temperature other than 1 with thinking enabled.
-            temperature: if thinking.is_some() {
+            temperature: if budget.is_some() {
                 None
             } else {
                 req.temperature
@@ -123,8 +154,13 @@ impl<'a> Request<'a> {
                     input_schema: &t.parameters,
                 })
                 .collect(),
+            tool_choice: req
+                .tool_choice
+                .filter(|_| !req.tools.is_empty())
+                .map(ToolChoiceOut::new),
             thinking,
             stream,
+            params: req.params,
         }
     }
 }

@@ -181,6 +181,8 @@ mod tests {
             max_tokens: None,
             tools: &[],
             thinking_budget: None,
+            tool_choice: None,
+            params: None,
             deadline: tokio::time::Instant::now(),
         };
         let json: serde_json::Value =

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize, Serializer};
 
 use crate::domain::{AssistantPart, HistoryItem, UserPart};
 use crate::llm::ChatRequest;
+use crate::llm::params::CallChoice;
 
 #[derive(Serialize)]
 pub struct Request<'a> {
@@ -17,10 +18,46 @@ pub struct Request<'a> {
     pub max_tokens: Option<u32>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tools: Vec<ToolDef<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_choice: Option<ToolChoiceOut<'a>>,
     pub stream: bool,
     /// Ask for usage in the last chunk of a stream.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stream_options: Option<StreamOptions>,
+    /// The agent's `params`, checked at start to name none of the fields above.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub params: Option<&'a serde_json::Map<String, serde_json::Value>>,
+}
+
+/// `"auto"`, `"required"`, `"none"`, or `{"type":"function","function":{"name":…}}`.
+#[derive(Serialize)]
+#[serde(untagged)]
+pub enum ToolChoiceOut<'a> {
+    Mode(&'static str),
+    Function {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        function: FunctionName<'a>,
+    },
+}
+
+#[derive(Serialize)]
+pub struct FunctionName<'a> {
+    pub name: &'a str,
+}
+
+impl<'a> ToolChoiceOut<'a> {
+    fn new(choice: CallChoice<'a>) -> Self {
+        match choice {
+            CallChoice::Auto => Self::Mode("auto"),
+            CallChoice::Required => Self::Mode("required"),
+            CallChoice::None => Self::Mode("none"),
+            CallChoice::Tool(name) => Self::Function {
+                kind: "function",
+                function: FunctionName { name },
+            },
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -131,10 +168,16 @@ impl<'a> Request<'a> {
                     },
                 })
                 .collect(),
+            // A tool choice without tools is an error upstream.
+            tool_choice: req
+                .tool_choice
+                .filter(|_| !req.tools.is_empty())
+                .map(ToolChoiceOut::new),
             stream,
             stream_options: stream.then_some(StreamOptions {
                 include_usage: true,
             }),
+            params: req.params,
         }
     }
 }

@@ -142,6 +142,8 @@ async fn run(route: &Route, turn: Duration) -> (Vec<ProviderEvent>, Option<Provi
         max_tokens: None,
         tools: &[],
         thinking_budget: None,
+        tool_choice: None,
+        params: None,
         deadline: Instant::now() + turn,
     };
     let mut events = Vec::new();
