@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh Debian machine as root or on a developer box:
 # installs what is missing (Debian packages with apt-get, Python packages into
-# .venv), checks formatting and lints, and runs every test (unit, integration
-# against real mock upstreams and real redis-server processes, the cognite-sdk
-# and quantcdn-client end-to-end tests, schemathesis against /openapi.json, the
-# criterion benches in their quick test mode, and bench/run.py's smoke mode, which
-# needs wrk). It leaves no services running: each test spawns the
-# gateway, its mock upstreams and its redis-server on free loopback ports and
-# stops them.
+# .venv), checks deploy/ (the Kubernetes manifests against the API's models,
+# the Dockerfile, the nginx settings), formatting and lints, and runs every
+# test: unit, integration against real mock upstreams and real redis-server
+# processes, clusters of real replicas behind real nginx started by
+# scripts/cluster, the cognite-sdk and quantcdn-client end-to-end tests,
+# schemathesis against /openapi.json, the criterion benches in their quick test
+# mode, and bench/run.py's smoke mode, which needs wrk. It leaves no services
+# running: each test starts what it needs (gateways, mock upstreams,
+# redis-server, nginx) on free loopback ports and stops it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,6 +25,8 @@ command -v cc >/dev/null 2>&1 || need_apt+=(gcc)
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 # The load benchmark's generator (bench/run.py, run here in its smoke mode).
 command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)
+# The cluster tests put scripts/cluster's nginx in front of several replicas.
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need_apt+=(nginx)
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "installing Debian packages: ${need_apt[*]}"
   if [ "$(id -u)" -ne 0 ]; then
@@ -31,6 +35,13 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   fi
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
+  # Debian starts the packaged nginx and redis services on install; the tests
+  # start their own on free ports, so stop what the install just started.
+  for svc in nginx redis-server; do
+    if [[ " ${need_apt[*]} " == *" $svc "* ]] && command -v service >/dev/null 2>&1; then
+      service "$svc" stop >/dev/null 2>&1 || true
+    fi
+  done
 fi
 if ! command -v cargo >/dev/null 2>&1; then
   echo "cargo is required (https://rustup.rs); this project builds with stable Rust >= 1.88" >&2
@@ -38,7 +49,7 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 
 VENV=.venv
-if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import cognite.client, quantcdn, schemathesis, openapi_spec_validator' >/dev/null 2>&1; then
+if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import cognite.client, quantcdn, schemathesis, openapi_spec_validator, kubernetes' >/dev/null 2>&1; then
   log "creating $VENV with the pinned Python test clients"
   rm -rf "$VENV"
   python3 -m venv "$VENV"
@@ -46,6 +57,8 @@ if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import cognite.client
 fi
 export AGENTGATE_TEST_PYTHON="$PWD/$VENV/bin/python"
 
+log "deploy/check.py: Kubernetes manifests (against the API's models), Dockerfile, nginx"
+"$VENV/bin/python" deploy/check.py --self-test
 log "cargo fmt --check"
 cargo fmt --all -- --check
 log "cargo clippy --all-targets -- -D warnings"

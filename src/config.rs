@@ -104,6 +104,8 @@ pub struct ServerSettings {
     pub workers: usize,
     /// How many replicas the operator runs; only used to warn about per-replica stores.
     pub replicas: u32,
+    /// This replica's name, sent as `X-Agentgate-Replica` on every response when set.
+    pub replica_id: Option<String>,
 }
 
 impl Default for ServerSettings {
@@ -117,6 +119,7 @@ impl Default for ServerSettings {
             shutdown_grace_seconds: 30,
             workers: 0,
             replicas: 1,
+            replica_id: None,
         }
     }
 }
@@ -703,6 +706,14 @@ impl Settings {
         if let Some(p) = &s.default_project {
             crate::ids::check("default project", p)
                 .map_err(|e| invalid("server.default_project", e))?;
+        }
+        if let Some(r) = &s.replica_id
+            && actix_web::http::header::HeaderValue::from_str(r).is_err()
+        {
+            return Err(invalid(
+                "server.replica_id",
+                "must be visible ASCII (it is sent as a header)",
+            ));
         }
         Ok(())
     }

@@ -196,6 +196,7 @@ async fn process(app: &AppState, consumer: &str, lease: Lease) {
     };
     let span = tracing::info_span!("job", request_id = %job.request_id, attempt = lease.deliveries);
     async {
+        tracing::info!("job started");
         let max = app.settings.jobs.max_attempts;
         if lease.deliveries > u64::from(max) {
             // The last attempt may have committed the turn before dying.

@@ -29,6 +29,16 @@ enum Command {
         #[arg(long, env = "AGENTGATE_CONFIG", default_value = config::DEFAULT_CONFIG_PATH)]
         config: PathBuf,
     },
+    /// GET a health endpoint; exit 0 when it answers 200, 1 otherwise. For
+    /// container health checks in images that have no curl.
+    Probe {
+        /// The URL to GET.
+        #[arg(long, default_value = "http://127.0.0.1:8080/healthz")]
+        url: String,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 3)]
+        timeout_seconds: u64,
+    },
     /// Print a new cursor key as `kid:BASE64` for AGENTGATE_CURSOR_KEYS.
     Keygen {
         /// Key id (1-32 of [A-Za-z0-9_-]); defaults to today's date.
@@ -50,6 +60,10 @@ async fn main() -> ExitCode {
             println!("{}", generate_key_line(&kid));
             ExitCode::SUCCESS
         }
+        Command::Probe {
+            url,
+            timeout_seconds,
+        } => probe(&url, timeout_seconds).await,
         Command::Serve { config } => match serve(config).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -57,6 +71,29 @@ async fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+    }
+}
+
+async fn probe(url: &str, timeout_seconds: u64) -> ExitCode {
+    agentgate::install_crypto_provider();
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(timeout_seconds.max(1)))
+        .redirect(reqwest::redirect::Policy::none())
+        .build();
+    let outcome = match client {
+        Ok(client) => client.get(url).send().await.map(|r| r.status()),
+        Err(e) => Err(e),
+    };
+    match outcome {
+        Ok(status) if status == reqwest::StatusCode::OK => ExitCode::SUCCESS,
+        Ok(status) => {
+            eprintln!("{url}: {status}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("{url}: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

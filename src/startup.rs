@@ -94,10 +94,18 @@ impl Application {
         let state = web::Data::from(app_state);
 
         let app_state = state.clone();
+        let replica = state.settings.server.replica_id.clone();
         let mut server = HttpServer::new(move || {
+            // Names the replica that answered (for operators and the cluster tests).
+            let replica_header = actix_web::middleware::Condition::new(
+                replica.is_some(),
+                actix_web::middleware::DefaultHeaders::new()
+                    .add((api::REPLICA_HEADER, replica.clone().unwrap_or_default())),
+            );
             App::new()
                 .app_data(app_state.clone())
                 .wrap(from_fn(api::request_id::middleware))
+                .wrap(replica_header)
                 .configure(api::routes)
                 .default_service(web::to(api::not_found::<api::Cognite>))
         })

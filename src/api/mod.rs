@@ -14,6 +14,10 @@ use actix_web::http::Method;
 use actix_web::{HttpRequest, HttpResponse, web};
 
 pub use crate::app::{AppState, Lifecycle};
+
+/// Names the replica that answered, when `[server] replica_id` is set.
+pub const REPLICA_HEADER: actix_web::http::header::HeaderName =
+    actix_web::http::header::HeaderName::from_static("x-agentgate-replica");
 use crate::error::{ApiError, ErrorCode};
 
 /// An error response with `body` (the facade's rendering) and `Retry-After` when set.

@@ -376,3 +376,18 @@ fn tool_choice_and_params_are_read_and_checked_per_provider_kind() {
         );
     }
 }
+
+#[test]
+fn the_deploy_configs_are_valid() {
+    for file in [
+        "deploy/config/agentgate.toml",
+        "deploy/k8s/base/agentgate.toml",
+    ] {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let s = Settings::from_toml(&text).unwrap_or_else(|e| panic!("{file}: {e}"));
+        // Containers listen on every interface, and never fall back to an ephemeral key.
+        assert_eq!(s.server.listen, "0.0.0.0:8080", "{file}");
+        assert!(!s.cursor.allow_ephemeral_key, "{file}");
+    }
+}
