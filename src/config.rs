@@ -232,6 +232,28 @@ pub struct StoreSettings {
     pub url: Option<SecretString>,
     /// Prefix of every Redis key.
     pub prefix: String,
+    /// Talk to a Redis Cluster (implied when `url` lists several nodes).
+    pub cluster: bool,
+}
+
+impl StoreSettings {
+    /// The node URLs of `url` (comma-separated), each trimmed.
+    pub fn redis_nodes(&self) -> Vec<String> {
+        self.url
+            .as_ref()
+            .map(ExposeSecret::expose_secret)
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Whether the Redis store uses the cluster client.
+    pub fn redis_cluster(&self) -> bool {
+        self.cluster || self.redis_nodes().len() > 1
+    }
 }
 
 impl Default for StoreSettings {
@@ -242,6 +264,7 @@ impl Default for StoreSettings {
             max_bytes: 256 * 1_048_576,
             url: None,
             prefix: "agentgate".into(),
+            cluster: false,
         }
     }
 }
@@ -969,17 +992,30 @@ impl Settings {
                 .as_ref()
                 .map(ExposeSecret::expose_secret)
                 .ok_or_else(|| invalid("store.url", "required for kind = \"redis\""))?;
-            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-                return Err(invalid(
-                    "store.url",
-                    "must start with redis:// or rediss://",
-                ));
+            let nodes = self.store.redis_nodes();
+            if nodes.is_empty() {
+                return Err(invalid("store.url", "required for kind = \"redis\""));
             }
+            for node in &nodes {
+                if !(node.starts_with("redis://") || node.starts_with("rediss://")) {
+                    // The URL may hold a password: name the problem, never the value.
+                    return Err(invalid(
+                        "store.url",
+                        "every node must start with redis:// or rediss://",
+                    ));
+                }
+            }
+            let _ = url;
+        } else if self.store.cluster {
+            return Err(invalid("store.cluster", "only applies to kind = \"redis\""));
         }
-        if self.store.prefix.is_empty() || self.store.prefix.contains(char::is_whitespace) {
+        if self.store.prefix.is_empty()
+            || self.store.prefix.contains(char::is_whitespace)
+            || self.store.prefix.contains(['{', '}'])
+        {
             return Err(invalid(
                 "store.prefix",
-                "must be non-empty without whitespace",
+                "must be non-empty, without whitespace or braces (braces are Redis Cluster hash tags)",
             ));
         }
         if self.store.max_entries < 16 {

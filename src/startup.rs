@@ -77,13 +77,9 @@ impl Application {
                 settings.store.max_bytes,
             )),
             StoreKind::Redis => Arc::new(
-                RedisStore::new(
-                    settings
-                        .store
-                        .url
-                        .as_ref()
-                        .map(secrecy::ExposeSecret::expose_secret)
-                        .unwrap_or_default(),
+                RedisStore::open(
+                    &settings.store.redis_nodes(),
+                    settings.store.redis_cluster(),
                     &settings.store.prefix,
                 )
                 .map_err(|e| StartupError::Store(e.to_string()))?,

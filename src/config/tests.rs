@@ -186,6 +186,17 @@ fn bad_files_fail_naming_the_key() {
         ("[jobs]\nmax_attempts = 0", "jobs.max_attempts"),
         ("[jobs]\nmax_attempts = 1000", "jobs.max_attempts"),
         ("[store]\nurl = \"redis://127.0.0.1\"", "store.url"),
+        ("[store]\ncluster = true", "store.cluster"),
+        (
+            "[store]\nkind = \"redis\"\nurl = \"redis://a:1,http://b:2\"",
+            "store.url",
+        ),
+        ("[store]\nkind = \"redis\"\nurl = \" , \"", "store.url"),
+        (
+            "[store]\nkind = \"redis\"\nurl = \"redis://a\"\nprefix = \"p{x}\"",
+            "store.prefix",
+        ),
+        ("[server]\nreplica_id = \"r\\u0001\"", "server.replica_id"),
         (
             "[server]\nbody_timeout_seconds = 0",
             "server.body_timeout_seconds",
@@ -375,6 +386,21 @@ fn tool_choice_and_params_are_read_and_checked_per_provider_kind() {
             "{e:?} should name {key:?} and say {message:?}"
         );
     }
+}
+
+#[test]
+fn several_redis_urls_select_the_cluster_client() {
+    let s =
+        Settings::from_toml("[store]\nkind = \"redis\"\nurl = \"redis://a:1/, redis://b:2/\"\n")
+            .unwrap();
+    assert_eq!(s.store.redis_nodes(), ["redis://a:1/", "redis://b:2/"]);
+    assert!(s.store.redis_cluster());
+    let one = Settings::from_toml("[store]\nkind = \"redis\"\nurl = \"redis://a:1/\"\n").unwrap();
+    assert!(!one.store.redis_cluster());
+    let forced =
+        Settings::from_toml("[store]\nkind = \"redis\"\nurl = \"redis://a:1/\"\ncluster = true\n")
+            .unwrap();
+    assert!(forced.store.redis_cluster());
 }
 
 #[test]

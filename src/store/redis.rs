@@ -19,6 +19,12 @@
 //!   bucket.
 //! * `P:sl:<key>`: open stream slots, a sorted set of ids by lease expiry.
 //!
+//! On a Redis Cluster (several URLs, or `cluster = true`) every operation
+//! touches one key: the one script with two keys ([`CREATE`]) runs as two
+//! single-key steps, and listing reads sessions with one request each instead
+//! of a pipeline (a pipeline must stay in one slot). So no key needs a hash tag,
+//! and records spread over every primary.
+//!
 //! The connection is made lazily and re-made by the connection manager, so the
 //! gateway starts and keeps serving cursor chat while Redis is down; every
 //! operation is bounded by a timeout and fails as `Unavailable`.
@@ -44,6 +50,7 @@ local function set_optional(key, st, lj)
 end
 ";
 
+/// Create a session (KEYS[1]) and index it (KEYS[2]) in one step.
 const CREATE: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'v', 0, 'd', ARGV[1])
@@ -51,6 +58,23 @@ set_optional(KEYS[1], ARGV[6], ARGV[7])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
 redis.call('PEXPIRE', KEYS[2], ARGV[5])
+return 1
+";
+
+/// [`CREATE`]'s two halves, for a Redis Cluster, where the session and its
+/// principal's index live in different slots: the session (KEYS[1]) …
+const CREATE_SESSION: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'v', 0, 'd', ARGV[1])
+set_optional(KEYS[1], ARGV[6], ARGV[7])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+";
+
+/// … then its index entry (KEYS[1]; ARGV as for [`CREATE`]).
+const INDEX_SESSION: &str = r"
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[4])
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
 return 1
 ";
 
@@ -202,7 +226,7 @@ return {'repeat', r}
 ";
 
 pub struct RedisStore {
-    client: redis::Client,
+    client: Client,
     prefix: String,
     conn: std::sync::Mutex<Conn>,
     /// Held by the one caller making a connection; the others wait at most
@@ -210,10 +234,56 @@ pub struct RedisStore {
     connecting: Mutex<()>,
 }
 
+/// A single primary, or a Redis Cluster.
+enum Client {
+    Single(redis::Client),
+    Cluster(Box<redis::cluster::ClusterClient>),
+}
+
+/// A connection to either kind of deployment: the single-primary connection
+/// manager (reconnects by itself), or the cluster connection (routes each
+/// command by its key's slot, follows MOVED and ASK, reconnects to nodes).
+#[derive(Clone)]
+pub(crate) enum Connection {
+    Single(ConnectionManager),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for Connection {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Connection::Single(c) => c.req_packed_command(cmd),
+            Connection::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Connection::Single(c) => c.req_packed_commands(cmd, offset, count),
+            Connection::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Connection::Single(c) => c.get_db(),
+            Connection::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
 /// The connection, or when the last attempt to make one failed.
 #[derive(Default)]
 struct Conn {
-    manager: Option<ConnectionManager>,
+    connection: Option<Connection>,
     failed_at: Option<tokio::time::Instant>,
 }
 
@@ -226,6 +296,7 @@ impl std::fmt::Debug for RedisStore {
         // The URL may hold a password: never print it.
         f.debug_struct("RedisStore")
             .field("prefix", &self.prefix)
+            .field("cluster", &self.is_cluster())
             .finish()
     }
 }
@@ -234,15 +305,37 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
+/// ARGV of [`CREATE`]: data, ttl ms, created at, id, index ttl ms, st, lj.
+type CreateArgs = (String, i64, i64, String, i64, String, String);
+
 fn ttl_ms(expires_at: i64, now: i64) -> i64 {
     ((expires_at - now) * 1000).max(1)
 }
 
 impl RedisStore {
-    /// A store for `url` (`redis://` or `rediss://`, credentials in the URL); no I/O yet.
+    /// A store for one primary at `url` (`redis://` or `rediss://`,
+    /// credentials in the URL); no I/O yet.
     pub fn new(url: &str, prefix: &str) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url)
-            .map_err(|_| StoreError::Unavailable("invalid Redis URL".into()))?;
+        Self::open(&[url.to_owned()], false, prefix)
+    }
+
+    /// A store for `nodes`: one primary, or with `cluster` (or several
+    /// nodes) the seed nodes of a Redis Cluster. No I/O yet.
+    pub fn open(nodes: &[String], cluster: bool, prefix: &str) -> Result<Self, StoreError> {
+        let invalid = |_| StoreError::Unavailable("invalid Redis URL".into());
+        let client = if cluster || nodes.len() > 1 {
+            Client::Cluster(Box::new(
+                redis::cluster::ClusterClient::builder(nodes.iter().map(String::as_str))
+                    .connection_timeout(Duration::from_millis(500))
+                    .response_timeout(OP_TIMEOUT)
+                    .retries(2)
+                    .build()
+                    .map_err(invalid)?,
+            ))
+        } else {
+            let url = nodes.first().map(String::as_str).unwrap_or_default();
+            Client::Single(redis::Client::open(url).map_err(invalid)?)
+        };
         Ok(Self {
             client,
             prefix: prefix.to_owned(),
@@ -251,10 +344,14 @@ impl RedisStore {
         })
     }
 
+    fn is_cluster(&self) -> bool {
+        matches!(self.client, Client::Cluster(_))
+    }
+
     /// The connection if there is one; `Err` while a recent connect failed.
-    fn current(&self) -> Result<Option<ConnectionManager>, StoreError> {
+    fn current(&self) -> Result<Option<Connection>, StoreError> {
         let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = &conn.manager {
+        if let Some(c) = &conn.connection {
             return Ok(Some(c.clone()));
         }
         if conn
@@ -269,7 +366,7 @@ impl RedisStore {
     /// The shared connection, made on first use. No lock is held across the
     /// connect that callers other than the one connecting would queue behind
     /// for longer than that one (bounded) attempt.
-    async fn conn(&self) -> Result<ConnectionManager, StoreError> {
+    async fn conn(&self) -> Result<Connection, StoreError> {
         if let Some(c) = self.current()? {
             return Ok(c);
         }
@@ -284,7 +381,7 @@ impl RedisStore {
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         match &result {
             Ok(c) => {
-                conn.manager = Some(c.clone());
+                conn.connection = Some(c.clone());
                 conn.failed_at = None;
             }
             Err(_) => conn.failed_at = Some(tokio::time::Instant::now()),
@@ -292,26 +389,35 @@ impl RedisStore {
         result
     }
 
-    async fn connect(&self) -> Result<ConnectionManager, StoreError> {
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_millis(500)))
-            .set_response_timeout(Some(OP_TIMEOUT))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        let c = tokio::time::timeout(
-            OP_TIMEOUT,
-            self.client.get_connection_manager_with_config(config),
-        )
-        .await
-        .map_err(|_| unavailable("connect timed out"))?
-        .map_err(unavailable)?;
-        Ok(c)
+    async fn connect(&self) -> Result<Connection, StoreError> {
+        let connect = async {
+            match &self.client {
+                Client::Single(client) => {
+                    let config = ConnectionManagerConfig::new()
+                        .set_connection_timeout(Some(Duration::from_millis(500)))
+                        .set_response_timeout(Some(OP_TIMEOUT))
+                        .set_number_of_retries(1)
+                        .set_max_delay(Duration::from_millis(500));
+                    client
+                        .get_connection_manager_with_config(config)
+                        .await
+                        .map(Connection::Single)
+                }
+                Client::Cluster(client) => {
+                    client.get_async_connection().await.map(Connection::Cluster)
+                }
+            }
+        };
+        tokio::time::timeout(OP_TIMEOUT, connect)
+            .await
+            .map_err(|_| unavailable("connect timed out"))?
+            .map_err(unavailable)
     }
 
     /// Run one Redis operation under the timeout.
     async fn run<T, F, Fut>(&self, op: F) -> Result<T, StoreError>
     where
-        F: FnOnce(ConnectionManager) -> Fut,
+        F: FnOnce(Connection) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
         let conn = self.conn().await?;
@@ -452,22 +558,58 @@ impl Store for RedisStore {
         );
         let (ttl, created_at, id) = (ttl_ms(rec.expires_at, now), rec.created_at, rec.id.clone());
         let (data, st, lj) = encode_session(rec)?;
-        let created: i64 = self
-            .run(|mut c| async move {
-                Script::new(&format!("{OPTIONAL}{CREATE}"))
-                    .key(key)
-                    .key(index)
-                    .arg(data)
-                    .arg(ttl)
-                    .arg(created_at)
-                    .arg(id)
-                    .arg(INDEX_TTL_MS)
-                    .arg(st)
-                    .arg(lj)
-                    .invoke_async(&mut c)
-                    .await
+        // ARGV of CREATE and its halves.
+        let argv = (data, ttl, created_at, id, INDEX_TTL_MS, st, lj);
+        fn args(call: &mut redis::ScriptInvocation<'_>, v: &CreateArgs) {
+            call.arg(&v.0)
+                .arg(v.1)
+                .arg(v.2)
+                .arg(&v.3)
+                .arg(v.4)
+                .arg(&v.5)
+                .arg(&v.6);
+        }
+        let created: i64 = if self.is_cluster() {
+            // Two slots: the session first, then its index entry. A session
+            // left unindexed by a failure in between is removed again (or
+            // expires); an index entry without its session is skipped and
+            // pruned by listing.
+            let (key2, argv2) = (key.clone(), argv.clone());
+            let created: i64 = self
+                .run(|mut c| async move {
+                    let script = Script::new(&format!("{OPTIONAL}{CREATE_SESSION}"));
+                    let mut call = script.key(key2);
+                    args(&mut call, &argv2);
+                    call.invoke_async(&mut c).await
+                })
+                .await?;
+            if created == 1 {
+                let indexed: Result<i64, _> = self
+                    .run(|mut c| async move {
+                        let script = Script::new(INDEX_SESSION);
+                        let mut call = script.key(index);
+                        args(&mut call, &argv);
+                        call.invoke_async(&mut c).await
+                    })
+                    .await;
+                if let Err(e) = indexed {
+                    let _ = self
+                        .run(|mut c| async move { c.del::<_, i64>(key).await })
+                        .await;
+                    return Err(e);
+                }
+            }
+            created
+        } else {
+            self.run(|mut c| async move {
+                let script = Script::new(&format!("{OPTIONAL}{CREATE}"));
+                let mut call = script.key(key);
+                call.key(index);
+                args(&mut call, &argv);
+                call.invoke_async(&mut c).await
             })
-            .await?;
+            .await?
+        };
         if created == 1 {
             Ok(())
         } else {
@@ -563,13 +705,31 @@ impl Store for RedisStore {
             }
             start += ids.len() as isize;
             let keys: Vec<String> = ids.iter().map(|id| self.session_key(id)).collect();
+            let cluster = self.is_cluster();
             let rows: Vec<(Option<u64>, Option<String>)> = self
                 .run(|mut c| async move {
-                    let mut pipe = redis::pipe();
-                    for k in &keys {
-                        pipe.cmd("HMGET").arg(k).arg("v").arg("d");
+                    if cluster {
+                        // The sessions live in many slots: one request each,
+                        // sent together (a pipeline must stay in one slot).
+                        let reads = keys.iter().map(|k| {
+                            let mut c = c.clone();
+                            async move {
+                                redis::cmd("HMGET")
+                                    .arg(k)
+                                    .arg("v")
+                                    .arg("d")
+                                    .query_async::<(Option<u64>, Option<String>)>(&mut c)
+                                    .await
+                            }
+                        });
+                        futures_util::future::try_join_all(reads).await
+                    } else {
+                        let mut pipe = redis::pipe();
+                        for k in &keys {
+                            pipe.cmd("HMGET").arg(k).arg("v").arg("d");
+                        }
+                        pipe.query_async(&mut c).await
                     }
-                    pipe.query_async(&mut c).await
                 })
                 .await?;
             for (id, (v, d)) in ids.iter().zip(rows) {

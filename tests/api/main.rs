@@ -26,7 +26,8 @@ mod sdk;
 mod streaming;
 mod tools;
 
-/// Run each listed Quant test against the memory store and against a real Redis.
+/// Run each listed Quant test against the memory store, a real Redis, and a
+/// real three-primary Redis Cluster.
 macro_rules! on_both_stores {
     ($($module:ident :: $test:ident),* $(,)?) => {
         mod quant_on_memory {
@@ -42,6 +43,16 @@ macro_rules! on_both_stores {
                 #[tokio::test]
                 async fn $test() {
                     let redis = crate::redis_server::RedisServer::start().await;
+                    let backend = crate::helpers::Backend::Redis { url: redis.url(), shared_prefix: None };
+                    crate::$module::$test(backend).await
+                }
+            )*
+        }
+        mod quant_on_redis_cluster {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    let redis = crate::redis_server::RedisCluster::start().await;
                     let backend = crate::helpers::Backend::Redis { url: redis.url(), shared_prefix: None };
                     crate::$module::$test(backend).await
                 }

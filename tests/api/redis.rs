@@ -499,3 +499,59 @@ async fn queue_depth_counts_jobs_not_yet_taken() {
         assert_eq!(store.queue_depth().await.unwrap(), 1);
     }
 }
+
+/// On a Redis Cluster the store spreads its keys over the primaries (each
+/// operation touches one slot), and listing reads sessions from all of them.
+#[tokio::test]
+async fn on_a_redis_cluster_sessions_spread_over_every_primary_and_list_together() {
+    let cluster = crate::redis_server::RedisCluster::start().await;
+    let app = spawn_app_with(
+        Backend::Redis {
+            url: cluster.url(),
+            shared_prefix: Some("spread".into()),
+        }
+        .options(),
+    )
+    .await;
+    let mut created = Vec::new();
+    for i in 0..24 {
+        let (status, v) = app
+            .quant_post(
+                "acme/ai/sessions",
+                &json!({"userId": format!("u{}", i % 2)}),
+            )
+            .await;
+        assert_eq!(status, 201, "{v}");
+        created.push(v["sessionId"].as_str().unwrap().to_owned());
+    }
+    let (status, all) = app
+        .quant_send(Method::GET, "acme/ai/sessions?limit=100", None)
+        .await;
+    assert_eq!(status, 200, "{all}");
+    let mut listed: Vec<String> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_owned())
+        .collect();
+    listed.sort();
+    created.sort();
+    assert_eq!(listed, created);
+    // Each primary holds some of the keys.
+    let mut per_node = Vec::new();
+    for port in &cluster.ports {
+        let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).unwrap();
+        let mut c = client.get_multiplexed_async_connection().await.unwrap();
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg("spread:s:*")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        per_node.push(keys.len());
+    }
+    assert!(
+        per_node.iter().all(|&n| n > 0),
+        "sessions per primary: {per_node:?}"
+    );
+    assert_eq!(per_node.iter().sum::<usize>(), 24);
+}

@@ -86,3 +86,134 @@ impl Drop for RedisServer {
         self.kill();
     }
 }
+
+/// A real Redis Cluster of three primaries (`redis-server --cluster-enabled
+/// yes` three times, joined by `redis-cli --cluster create`), stopped on drop.
+pub struct RedisCluster {
+    nodes: Vec<Child>,
+    pub ports: Vec<u16>,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisCluster {
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        // Distinct ports, held until all are chosen. A node also listens on
+        // its port + 10000 (the cluster bus), so keep that one free too.
+        let ports: Vec<u16> = loop {
+            let held: Vec<std::net::TcpListener> = (0..3)
+                .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+                .collect();
+            let ports: Vec<u16> = held
+                .iter()
+                .map(|l| l.local_addr().unwrap().port())
+                .collect();
+            if ports.iter().all(|&p| p <= 55_535) {
+                break ports;
+            }
+        };
+        let mut nodes = Vec::new();
+        for port in &ports {
+            let node_dir = dir.path().join(port.to_string());
+            std::fs::create_dir_all(&node_dir).unwrap();
+            nodes.push(
+                Command::new("redis-server")
+                    .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                    .args([
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        "nodes.conf",
+                    ])
+                    .args([
+                        "--cluster-node-timeout",
+                        "2000",
+                        "--save",
+                        "",
+                        "--appendonly",
+                        "no",
+                    ])
+                    .arg("--dir")
+                    .arg(&node_dir)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("redis-server must be installed (scripts/test.sh installs it)"),
+            );
+        }
+        let cluster = Self {
+            nodes,
+            ports,
+            _dir: dir,
+        };
+        for port in &cluster.ports {
+            cluster.wait(*port, "PING", "PONG").await;
+        }
+        let addresses: Vec<String> = cluster
+            .ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
+        let out = tokio::process::Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addresses)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .await
+            .expect("redis-cli must be installed (it comes with redis-server)");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // Every node must agree the cluster is up before clients use it.
+        for port in &cluster.ports {
+            cluster
+                .wait(*port, "CLUSTER INFO", "cluster_state:ok")
+                .await;
+        }
+        cluster
+    }
+
+    /// Poll `command` on the node at `port` until its answer contains `want`.
+    async fn wait(&self, port: u16, command: &str, want: &str) {
+        let url = format!("redis://127.0.0.1:{port}/");
+        for _ in 0..200 {
+            if let Ok(client) = redis::Client::open(url.as_str())
+                && let Ok(mut c) = client.get_multiplexed_async_connection().await
+            {
+                let mut cmd = redis::cmd(command.split(' ').next().unwrap_or_default());
+                for arg in command.split(' ').skip(1) {
+                    cmd.arg(arg);
+                }
+                if let Ok(answer) = cmd.query_async::<String>(&mut c).await
+                    && answer.contains(want)
+                {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("redis node {port} never answered {command} with {want}");
+    }
+
+    /// The seed nodes as `[store] url`: comma-separated, which selects the cluster client.
+    pub fn url(&self) -> String {
+        self.ports
+            .iter()
+            .map(|p| format!("redis://127.0.0.1:{p}/"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for mut node in self.nodes.drain(..) {
+            let _ = node.kill();
+            let _ = node.wait();
+        }
+    }
+}
