@@ -234,6 +234,8 @@ pub struct StoreSettings {
     pub prefix: String,
     /// Talk to a Redis Cluster (implied when `url` lists several nodes).
     pub cluster: bool,
+    /// The Sentinel master group name: `url` then lists Sentinels, which name the primary.
+    pub sentinel_master: Option<String>,
 }
 
 impl StoreSettings {
@@ -252,7 +254,7 @@ impl StoreSettings {
 
     /// Whether the Redis store uses the cluster client.
     pub fn redis_cluster(&self) -> bool {
-        self.cluster || self.redis_nodes().len() > 1
+        self.sentinel_master.is_none() && (self.cluster || self.redis_nodes().len() > 1)
     }
 }
 
@@ -265,6 +267,7 @@ impl Default for StoreSettings {
             url: None,
             prefix: "agentgate".into(),
             cluster: false,
+            sentinel_master: None,
         }
     }
 }
@@ -986,12 +989,6 @@ impl Settings {
             ));
         }
         if self.store.kind == StoreKind::Redis {
-            let url = self
-                .store
-                .url
-                .as_ref()
-                .map(ExposeSecret::expose_secret)
-                .ok_or_else(|| invalid("store.url", "required for kind = \"redis\""))?;
             let nodes = self.store.redis_nodes();
             if nodes.is_empty() {
                 return Err(invalid("store.url", "required for kind = \"redis\""));
@@ -1005,9 +1002,27 @@ impl Settings {
                     ));
                 }
             }
-            let _ = url;
+            if let Some(master) = &self.store.sentinel_master {
+                if self.store.cluster {
+                    return Err(invalid(
+                        "store.sentinel_master",
+                        "set either cluster or sentinel_master, not both",
+                    ));
+                }
+                if master.is_empty() || master.contains(char::is_whitespace) {
+                    return Err(invalid(
+                        "store.sentinel_master",
+                        "must be the Sentinels' name for the master group",
+                    ));
+                }
+            }
         } else if self.store.cluster {
             return Err(invalid("store.cluster", "only applies to kind = \"redis\""));
+        } else if self.store.sentinel_master.is_some() {
+            return Err(invalid(
+                "store.sentinel_master",
+                "only applies to kind = \"redis\"",
+            ));
         }
         if self.store.prefix.is_empty()
             || self.store.prefix.contains(char::is_whitespace)

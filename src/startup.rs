@@ -77,9 +77,10 @@ impl Application {
                 settings.store.max_bytes,
             )),
             StoreKind::Redis => Arc::new(
-                RedisStore::open(
+                RedisStore::open_with(
                     &settings.store.redis_nodes(),
                     settings.store.redis_cluster(),
+                    settings.store.sentinel_master.as_deref(),
                     &settings.store.prefix,
                 )
                 .map_err(|e| StartupError::Store(e.to_string()))?,

@@ -197,6 +197,11 @@ fn bad_files_fail_naming_the_key() {
             "store.prefix",
         ),
         ("[server]\nreplica_id = \"r\\u0001\"", "server.replica_id"),
+        ("[store]\nsentinel_master = \"m\"", "store.sentinel_master"),
+        (
+            "[store]\nkind = \"redis\"\nurl = \"redis://a\"\ncluster = true\nsentinel_master = \"m\"",
+            "store.sentinel_master",
+        ),
         (
             "[server]\nbody_timeout_seconds = 0",
             "server.body_timeout_seconds",
@@ -401,6 +406,12 @@ fn several_redis_urls_select_the_cluster_client() {
         Settings::from_toml("[store]\nkind = \"redis\"\nurl = \"redis://a:1/\"\ncluster = true\n")
             .unwrap();
     assert!(forced.store.redis_cluster());
+    // Several Sentinels are not a cluster.
+    let sentinels = Settings::from_toml(
+        "[store]\nkind = \"redis\"\nurl = \"redis://a:26379,redis://b:26379\"\nsentinel_master = \"m\"\n",
+    )
+    .unwrap();
+    assert!(!sentinels.store.redis_cluster());
 }
 
 #[test]

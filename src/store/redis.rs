@@ -234,9 +234,10 @@ pub struct RedisStore {
     connecting: Mutex<()>,
 }
 
-/// A single primary, or a Redis Cluster.
+/// A single primary, a primary found through Redis Sentinel, or a Redis Cluster.
 enum Client {
     Single(redis::Client),
+    Sentinel(Box<Mutex<redis::sentinel::SentinelClient>>),
     Cluster(Box<redis::cluster::ClusterClient>),
 }
 
@@ -294,9 +295,14 @@ const RECONNECT_AFTER: Duration = Duration::from_secs(1);
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The URL may hold a password: never print it.
+        let topology = match self.client {
+            Client::Single(_) => "single",
+            Client::Sentinel(_) => "sentinel",
+            Client::Cluster(_) => "cluster",
+        };
         f.debug_struct("RedisStore")
             .field("prefix", &self.prefix)
-            .field("cluster", &self.is_cluster())
+            .field("topology", &topology)
             .finish()
     }
 }
@@ -322,8 +328,48 @@ impl RedisStore {
     /// A store for `nodes`: one primary, or with `cluster` (or several
     /// nodes) the seed nodes of a Redis Cluster. No I/O yet.
     pub fn open(nodes: &[String], cluster: bool, prefix: &str) -> Result<Self, StoreError> {
+        Self::open_with(nodes, cluster, None, prefix)
+    }
+
+    /// [`open`](Self::open), or with `sentinel_master` the Sentinels at
+    /// `nodes` that name the primary of that master group. The primary is
+    /// asked for on connect and again after any failure, so a failover moves
+    /// the store to the new primary. It uses the credentials, database and
+    /// TLS of the first URL.
+    pub fn open_with(
+        nodes: &[String],
+        cluster: bool,
+        sentinel_master: Option<&str>,
+        prefix: &str,
+    ) -> Result<Self, StoreError> {
         let invalid = |_| StoreError::Unavailable("invalid Redis URL".into());
-        let client = if cluster || nodes.len() > 1 {
+        let client = if let Some(master) = sentinel_master {
+            use redis::IntoConnectionInfo;
+            let first = nodes
+                .first()
+                .map(String::as_str)
+                .unwrap_or_default()
+                .into_connection_info()
+                .map_err(invalid)?;
+            let mut node = redis::sentinel::SentinelNodeConnectionInfo::default()
+                .set_redis_connection_info(first.redis_settings().clone());
+            if let redis::ConnectionAddr::TcpTls { insecure, .. } = first.addr() {
+                node = node.set_tls_mode(if *insecure {
+                    redis::TlsMode::Insecure
+                } else {
+                    redis::TlsMode::Secure
+                });
+            }
+            Client::Sentinel(Box::new(Mutex::new(
+                redis::sentinel::SentinelClient::build(
+                    nodes.iter().map(String::as_str).collect(),
+                    master.to_owned(),
+                    Some(node),
+                    redis::sentinel::SentinelServerType::Master,
+                )
+                .map_err(invalid)?,
+            )))
+        } else if cluster || nodes.len() > 1 {
             Client::Cluster(Box::new(
                 redis::cluster::ClusterClient::builder(nodes.iter().map(String::as_str))
                     .connection_timeout(Duration::from_millis(500))
@@ -403,6 +449,17 @@ impl RedisStore {
                         .await
                         .map(Connection::Single)
                 }
+                Client::Sentinel(sentinel) => {
+                    let primary = sentinel.lock().await.async_get_client().await?;
+                    let config = ConnectionManagerConfig::new()
+                        .set_connection_timeout(Some(Duration::from_millis(500)))
+                        .set_response_timeout(Some(OP_TIMEOUT))
+                        .set_number_of_retries(0);
+                    primary
+                        .get_connection_manager_with_config(config)
+                        .await
+                        .map(Connection::Single)
+                }
                 Client::Cluster(client) => {
                     client.get_async_connection().await.map(Connection::Cluster)
                 }
@@ -422,9 +479,31 @@ impl RedisStore {
     {
         let conn = self.conn().await?;
         match tokio::time::timeout(OP_TIMEOUT, op(conn)).await {
-            Err(_) => Err(unavailable("operation timed out")),
-            Ok(Err(e)) => Err(unavailable(e)),
+            Err(_) => {
+                self.forget_primary();
+                Err(unavailable("operation timed out"))
+            }
+            Ok(Err(e)) => {
+                if e.is_io_error()
+                    || e.is_connection_refusal()
+                    || e.is_connection_dropped()
+                    || e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly)
+                {
+                    self.forget_primary();
+                }
+                Err(unavailable(e))
+            }
             Ok(Ok(v)) => Ok(v),
+        }
+    }
+
+    /// Behind Sentinel, drop the connection after a failure that may mean a
+    /// failover (the primary gone, or now a read-only replica): the next call
+    /// asks the Sentinels for the primary again.
+    fn forget_primary(&self) {
+        if matches!(self.client, Client::Sentinel(_)) {
+            let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+            conn.connection = None;
         }
     }
 

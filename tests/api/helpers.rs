@@ -77,6 +77,8 @@ pub enum Backend {
         url: String,
         shared_prefix: Option<String>,
     },
+    /// Redis behind Sentinels at `url`, watching the master group `master`.
+    Sentinel { url: String, master: String },
 }
 
 impl Backend {
@@ -96,6 +98,10 @@ impl Backend {
                     .unwrap_or_else(|| format!("t{}", uuid::Uuid::new_v4().simple()));
                 format!("\n[store]\nkind = \"redis\"\nurl = \"{url}\"\nprefix = \"{prefix}\"\n")
             }
+            Backend::Sentinel { url, master } => format!(
+                "\n[store]\nkind = \"redis\"\nurl = \"{url}\"\nsentinel_master = \"{master}\"\nprefix = \"t{}\"\n",
+                uuid::Uuid::new_v4().simple()
+            ),
         }
     }
 }

@@ -555,3 +555,51 @@ async fn on_a_redis_cluster_sessions_spread_over_every_primary_and_list_together
     );
     assert_eq!(per_node.iter().sum::<usize>(), 24);
 }
+
+/// Behind Redis Sentinel, a failover moves the store to the new primary:
+/// the session written before it continues after it.
+#[tokio::test]
+async fn behind_sentinel_a_session_continues_after_the_primary_fails_over() {
+    let mut redis = crate::redis_server::RedisSentinel::start().await;
+    let app = spawn_app_with(
+        Backend::Sentinel {
+            url: redis.url(),
+            master: "mymaster".into(),
+        }
+        .options(),
+    )
+    .await;
+    let (status, one) = app
+        .quant_post(
+            "acme/ai/agents/echo/chat",
+            &json!({"message": "before", "userId": "u1"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{one}");
+    let sid = one["sessionId"].clone();
+
+    redis.fail_over().await;
+
+    // The first call after the failover may find the old primary gone (503,
+    // and the store asks the Sentinel again); the next ones reach the new one.
+    let mut refused = 0;
+    let two = loop {
+        let (status, body) = app
+            .quant_post(
+                "acme/ai/agents/echo/chat",
+                &json!({"message": "after", "userId": "u1", "sessionId": sid}),
+            )
+            .await;
+        if status == 200 {
+            break body;
+        }
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (503, Some("store_unavailable"))
+        );
+        refused += 1;
+        assert!(refused <= 3, "the store never moved to the new primary");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(two["response"]["text"], "You said: after [3 messages seen]");
+}

@@ -217,3 +217,161 @@ impl Drop for RedisCluster {
         }
     }
 }
+
+/// A primary, one replica and one Sentinel watching them as `mymaster`
+/// (quorum 1, a primary is down after 1 s), stopped on drop.
+pub struct RedisSentinel {
+    primary: Option<Child>,
+    others: Vec<Child>,
+    pub primary_port: u16,
+    pub replica_port: u16,
+    pub sentinel_port: u16,
+    _dir: tempfile::TempDir,
+}
+
+async fn query(port: u16, args: &[&str]) -> Option<redis::Value> {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).ok()?;
+    let mut c = client.get_multiplexed_async_connection().await.ok()?;
+    let mut cmd = redis::cmd(args[0]);
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    cmd.query_async::<redis::Value>(&mut c).await.ok()
+}
+
+fn text(v: &redis::Value) -> String {
+    match v {
+        redis::Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+        redis::Value::SimpleString(s) => s.clone(),
+        redis::Value::VerbatimString { text, .. } => text.clone(),
+        redis::Value::Array(items) => items.iter().map(text).collect::<Vec<_>>().join(" "),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Poll until `args` on `port` answers text containing `want` (bounded).
+async fn until(port: u16, args: &[&str], want: &str) {
+    for _ in 0..600 {
+        if let Some(v) = query(port, args).await
+            && text(&v).contains(want)
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{args:?} on port {port} never answered with {want:?}");
+}
+
+impl RedisSentinel {
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let held: Vec<std::net::TcpListener> = (0..3)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let ports: Vec<u16> = held
+            .iter()
+            .map(|l| l.local_addr().unwrap().port())
+            .collect();
+        drop(held);
+        let (primary_port, replica_port, sentinel_port) = (ports[0], ports[1], ports[2]);
+        let server = |port: u16, extra: &[String]| {
+            let node_dir = dir.path().join(port.to_string());
+            std::fs::create_dir_all(&node_dir).unwrap();
+            Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no"])
+                .arg("--dir")
+                .arg(&node_dir)
+                .args(extra)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server must be installed (scripts/test.sh installs it)")
+        };
+        let primary = server(primary_port, &[]);
+        let replica = server(
+            replica_port,
+            &[
+                "--replicaof".into(),
+                "127.0.0.1".into(),
+                primary_port.to_string(),
+            ],
+        );
+        until(
+            replica_port,
+            &["INFO", "replication"],
+            "master_link_status:up",
+        )
+        .await;
+        // Sentinel rewrites its config file, so it gets its own copy.
+        let conf = dir.path().join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port {sentinel_port}\nbind 127.0.0.1\n\
+                 sentinel monitor mymaster 127.0.0.1 {primary_port} 1\n\
+                 sentinel down-after-milliseconds mymaster 1000\n\
+                 sentinel failover-timeout mymaster 5000\n"
+            ),
+        )
+        .unwrap();
+        let sentinel = Command::new("redis-server")
+            .arg(&conf)
+            .arg("--sentinel")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let me = Self {
+            primary: Some(primary),
+            others: vec![replica, sentinel],
+            primary_port,
+            replica_port,
+            sentinel_port,
+            _dir: dir,
+        };
+        // A failover needs the Sentinel to know the replica (from the primary's INFO).
+        until(
+            sentinel_port,
+            &["SENTINEL", "REPLICAS", "mymaster"],
+            &replica_port.to_string(),
+        )
+        .await;
+        me
+    }
+
+    /// `[store] url`: the Sentinel.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.sentinel_port)
+    }
+
+    /// Wait until the replica has every write made so far, then SIGKILL the
+    /// primary and wait until the Sentinel names the replica as the primary.
+    pub async fn fail_over(&mut self) {
+        let acked = query(self.primary_port, &["WAIT", "1", "5000"]).await;
+        assert_eq!(
+            acked,
+            Some(redis::Value::Int(1)),
+            "the replica has the writes"
+        );
+        if let Some(mut p) = self.primary.take() {
+            let _ = p.kill();
+            let _ = p.wait();
+        }
+        until(
+            self.sentinel_port,
+            &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", "mymaster"],
+            &self.replica_port.to_string(),
+        )
+        .await;
+    }
+}
+
+impl Drop for RedisSentinel {
+    fn drop(&mut self) {
+        for mut p in self.primary.take().into_iter().chain(self.others.drain(..)) {
+            let _ = p.kill();
+            let _ = p.wait();
+        }
+    }
+}
