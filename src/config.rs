@@ -18,6 +18,32 @@ use crate::cursor::{KeyConfigError, Keyring, MAX_PLAINTEXT, MAX_TTL};
 
 /// The default config file, relative to the working directory.
 pub const DEFAULT_CONFIG_PATH: &str = "config/agentgate.toml";
+
+/// The development config shipped in `config/agentgate.toml`, compiled in:
+/// what `serve` runs when no config file is given or found.
+pub const BUILTIN_CONFIG: &str = include_str!("../config/agentgate.toml");
+
+/// Where a config is looked for when neither `--config` nor
+/// `AGENTGATE_CONFIG` names one, in order: `config/agentgate.toml` under the
+/// working directory, `$XDG_CONFIG_HOME/agentgate/agentgate.toml` (or
+/// `~/.config/agentgate/agentgate.toml`), `/etc/agentgate/agentgate.toml`.
+pub fn config_candidates(env: impl Fn(&str) -> Option<String>) -> Vec<PathBuf> {
+    let mut out = vec![PathBuf::from(DEFAULT_CONFIG_PATH)];
+    let xdg = env("XDG_CONFIG_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| env("HOME").map(|h| PathBuf::from(h).join(".config")));
+    if let Some(dir) = xdg {
+        out.push(dir.join("agentgate").join("agentgate.toml"));
+    }
+    out.push(PathBuf::from("/etc/agentgate/agentgate.toml"));
+    out
+}
+
+/// The first candidate that exists; `None` means the built-in config.
+pub fn find_config(env: impl Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    config_candidates(env).into_iter().find(|p| p.is_file())
+}
 pub const KEYS_ENV: &str = "AGENTGATE_CURSOR_KEYS";
 pub const KEYS_FILE_ENV: &str = "AGENTGATE_CURSOR_KEYS_FILE";
 const MIN_BODY_BYTES: usize = 2 * 1024 * 1024;
@@ -54,6 +80,15 @@ pub enum ConfigError {
 
 /// The largest rate limit accepted (a billion per minute).
 const MAX_RATE: u64 = 1_000_000_000;
+
+/// No problem, one, or several.
+fn many(mut problems: Vec<ConfigError>) -> Result<(), ConfigError> {
+    match problems.len() {
+        0 => Ok(()),
+        1 => Err(problems.remove(0)),
+        _ => Err(ConfigError::Many(problems)),
+    }
+}
 
 fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
@@ -640,6 +675,16 @@ impl Settings {
         Ok(settings)
     }
 
+    /// The built-in config with `AGENTGATE__*` variables overlaid, validated.
+    pub fn load_builtin() -> Result<Self, ConfigError> {
+        let settings: Settings = Figment::from(Toml::string(BUILTIN_CONFIG))
+            .merge(Env::prefixed("AGENTGATE__").split("__"))
+            .extract()
+            .map_err(|e| ConfigError::Parse(Box::new(e)))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
     /// Parse settings from TOML text alone (no environment); for tests and tools.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
         let settings: Settings = Figment::from(Toml::string(text))
@@ -681,8 +726,10 @@ impl Settings {
                 .chain(self.tools.iter().map(|t| t.name.as_str()))
                 .collect()
         });
-        if let Err(e) = self.validate_agents(&providers, &tools) {
-            problems.push(e);
+        match self.validate_agents(&providers, &tools) {
+            Ok(()) => {}
+            Err(ConfigError::Many(each)) => problems.extend(each),
+            Err(e) => problems.push(e),
         }
         match problems.len() {
             0 => Ok(()),
@@ -1175,139 +1222,150 @@ impl Settings {
             .map(|p| (p.name.as_str(), p.kind))
             .collect();
         let mut ids = HashSet::new();
+        // Each agent's first problem: one bad agent does not hide the others'.
+        let mut problems = Vec::new();
         for (i, a) in self.agents.iter().enumerate() {
-            let key = |field: &str| format!("agents[{i}].{field}");
-            crate::ids::check("agent id", &a.id).map_err(|e| invalid(key("id"), e))?;
-            if !ids.insert(a.id.as_str()) {
-                return Err(invalid(key("id"), format!("{:?} is not unique", a.id)));
-            }
-            if !names.contains(a.provider.as_str()) {
-                return Err(invalid(
-                    key("provider"),
-                    format!("no provider named {:?}", a.provider),
-                ));
-            }
-            let mut chain: HashSet<&str> = HashSet::from([a.provider.as_str()]);
-            for f in &a.fallback_providers {
-                if !names.contains(f.as_str()) {
+            let mut check = || -> Result<(), ConfigError> {
+                let key = |field: &str| format!("agents[{i}].{field}");
+                crate::ids::check("agent id", &a.id).map_err(|e| invalid(key("id"), e))?;
+                if !ids.insert(a.id.as_str()) {
+                    return Err(invalid(key("id"), format!("{:?} is not unique", a.id)));
+                }
+                if !names.contains(a.provider.as_str()) {
                     return Err(invalid(
-                        key("fallback_providers"),
-                        format!("no provider named {f:?}"),
+                        key("provider"),
+                        format!("no provider named {:?}", a.provider),
                     ));
                 }
-                if !chain.insert(f.as_str()) {
+                let mut chain: HashSet<&str> = HashSet::from([a.provider.as_str()]);
+                for f in &a.fallback_providers {
+                    if !names.contains(f.as_str()) {
+                        return Err(invalid(
+                            key("fallback_providers"),
+                            format!("no provider named {f:?}"),
+                        ));
+                    }
+                    if !chain.insert(f.as_str()) {
+                        return Err(invalid(
+                            key("fallback_providers"),
+                            format!("{f:?} appears twice in the route"),
+                        ));
+                    }
+                }
+                for (provider, model) in &a.fallback_models {
+                    if !a.fallback_providers.contains(provider) {
+                        return Err(invalid(
+                            key("fallback_models"),
+                            format!("{provider:?} is not one of fallback_providers"),
+                        ));
+                    }
+                    if model.is_empty() {
+                        return Err(invalid(key("fallback_models"), "a model must not be empty"));
+                    }
+                }
+                for (field, v) in [
+                    ("connect_timeout_ms", a.connect_timeout_ms),
+                    ("first_byte_timeout_ms", a.first_byte_timeout_ms),
+                    ("idle_timeout_ms", a.idle_timeout_ms),
+                    ("total_timeout_ms", a.total_timeout_ms),
+                ] {
+                    if v.is_some_and(|v| !(1..=MAX_TIMEOUT_MS).contains(&v)) {
+                        return Err(invalid(key(field), "must be 1 to 3600000"));
+                    }
+                }
+                if a.thinking_budget_tokens.is_some_and(|b| b < 1024) {
                     return Err(invalid(
-                        key("fallback_providers"),
-                        format!("{f:?} appears twice in the route"),
+                        key("thinking_budget_tokens"),
+                        "must be at least 1024",
                     ));
                 }
-            }
-            for (provider, model) in &a.fallback_models {
-                if !a.fallback_providers.contains(provider) {
-                    return Err(invalid(
-                        key("fallback_models"),
-                        format!("{provider:?} is not one of fallback_providers"),
-                    ));
+                if a.model.is_empty() {
+                    return Err(invalid(key("model"), "must not be empty"));
                 }
-                if model.is_empty() {
-                    return Err(invalid(key("fallback_models"), "a model must not be empty"));
+                if let Some(t) = a.temperature
+                    && !(0.0..=2.0).contains(&t)
+                {
+                    return Err(invalid(key("temperature"), "must be between 0 and 2"));
                 }
-            }
-            for (field, v) in [
-                ("connect_timeout_ms", a.connect_timeout_ms),
-                ("first_byte_timeout_ms", a.first_byte_timeout_ms),
-                ("idle_timeout_ms", a.idle_timeout_ms),
-                ("total_timeout_ms", a.total_timeout_ms),
-            ] {
-                if v.is_some_and(|v| !(1..=MAX_TIMEOUT_MS).contains(&v)) {
-                    return Err(invalid(key(field), "must be 1 to 3600000"));
+                if a.max_tokens == Some(0) {
+                    return Err(invalid(key("max_tokens"), "must be at least 1"));
                 }
-            }
-            if a.thinking_budget_tokens.is_some_and(|b| b < 1024) {
-                return Err(invalid(
-                    key("thinking_budget_tokens"),
-                    "must be at least 1024",
-                ));
-            }
-            if a.model.is_empty() {
-                return Err(invalid(key("model"), "must not be empty"));
-            }
-            if let Some(t) = a.temperature
-                && !(0.0..=2.0).contains(&t)
-            {
-                return Err(invalid(key("temperature"), "must be between 0 and 2"));
-            }
-            if a.max_tokens == Some(0) {
-                return Err(invalid(key("max_tokens"), "must be at least 1"));
-            }
-            for t in &a.tools {
-                if !tool_names.contains(t.as_str()) {
-                    return Err(invalid(
-                        key("tools"),
-                        format!("no tool named {t:?} (built-ins: clock, calculator)"),
-                    ));
+                for t in &a.tools {
+                    if !tool_names.contains(t.as_str()) {
+                        return Err(invalid(
+                            key("tools"),
+                            format!("no tool named {t:?} (built-ins: clock, calculator)"),
+                        ));
+                    }
                 }
-            }
-            if let Some(choice) = a.tool_choice.as_deref()
-                && let crate::llm::params::ToolChoice::Tool(name) =
-                    crate::llm::params::ToolChoice::parse(choice)
-                && !a.tools.contains(&name)
-            {
-                return Err(invalid(
-                    key("tool_choice"),
-                    format!("{name:?} is not auto, required, none or one of this agent's tools"),
-                ));
-            }
-            let fields = crate::llm::params::AgentFields {
-                max_tokens: a.max_tokens.is_some(),
-                thinking_budget: a.thinking_budget_tokens.is_some(),
-            };
-            let mut checked = HashSet::new();
-            for provider in std::iter::once(&a.provider).chain(&a.fallback_providers) {
-                let Some(&kind) = kinds.get(provider.as_str()) else {
-                    continue;
-                };
-                if !checked.insert(kind) {
-                    continue;
-                }
-                crate::llm::params::check(kind, &a.params, fields).map_err(|e| {
-                    invalid(
-                        key(&format!("params.{}", e.key)),
-                        format!("{} (provider {provider:?})", e.message),
-                    )
-                })?;
-                let forced = a.tool_choice.as_deref().is_some_and(|c| {
-                    !matches!(
-                        crate::llm::params::ToolChoice::parse(c),
-                        crate::llm::params::ToolChoice::Auto | crate::llm::params::ToolChoice::None
-                    )
-                });
-                let thinking = a.thinking_budget_tokens.is_some()
-                    || crate::llm::params::thinking_budget(Some(&a.params)).is_some();
-                if kind == ProviderKind::Anthropic && forced && thinking {
+                if let Some(choice) = a.tool_choice.as_deref()
+                    && let crate::llm::params::ToolChoice::Tool(name) =
+                        crate::llm::params::ToolChoice::parse(choice)
+                    && !a.tools.contains(&name)
+                {
                     return Err(invalid(
                         key("tool_choice"),
                         format!(
-                            "provider {provider:?} cannot force a tool call while thinking is \
-                             enabled: use auto or none"
+                            "{name:?} is not auto, required, none or one of this agent's tools"
                         ),
                     ));
                 }
-            }
-            if a.max_steps == 0 || a.max_steps > 100 {
-                return Err(invalid(key("max_steps"), "must be 1 to 100"));
-            }
-            if a.max_turn_seconds == 0 || a.max_turn_seconds > 3600 {
-                return Err(invalid(key("max_turn_seconds"), "must be 1 to 3600"));
-            }
-            if a.history_budget_bytes < 1024 || a.history_budget_bytes > MAX_PLAINTEXT {
-                return Err(invalid(
-                    key("history_budget_bytes"),
-                    format!("must be 1024 to {MAX_PLAINTEXT}"),
-                ));
+                let fields = crate::llm::params::AgentFields {
+                    max_tokens: a.max_tokens.is_some(),
+                    thinking_budget: a.thinking_budget_tokens.is_some(),
+                };
+                let mut checked = HashSet::new();
+                for provider in std::iter::once(&a.provider).chain(&a.fallback_providers) {
+                    let Some(&kind) = kinds.get(provider.as_str()) else {
+                        continue;
+                    };
+                    if !checked.insert(kind) {
+                        continue;
+                    }
+                    crate::llm::params::check(kind, &a.params, fields).map_err(|e| {
+                        invalid(
+                            key(&format!("params.{}", e.key)),
+                            format!("{} (provider {provider:?})", e.message),
+                        )
+                    })?;
+                    let forced = a.tool_choice.as_deref().is_some_and(|c| {
+                        !matches!(
+                            crate::llm::params::ToolChoice::parse(c),
+                            crate::llm::params::ToolChoice::Auto
+                                | crate::llm::params::ToolChoice::None
+                        )
+                    });
+                    let thinking = a.thinking_budget_tokens.is_some()
+                        || crate::llm::params::thinking_budget(Some(&a.params)).is_some();
+                    if kind == ProviderKind::Anthropic && forced && thinking {
+                        return Err(invalid(
+                            key("tool_choice"),
+                            format!(
+                                "provider {provider:?} cannot force a tool call while thinking is \
+                                 enabled: use auto or none"
+                            ),
+                        ));
+                    }
+                }
+                if a.max_steps == 0 || a.max_steps > 100 {
+                    return Err(invalid(key("max_steps"), "must be 1 to 100"));
+                }
+                if a.max_turn_seconds == 0 || a.max_turn_seconds > 3600 {
+                    return Err(invalid(key("max_turn_seconds"), "must be 1 to 3600"));
+                }
+                if a.history_budget_bytes < 1024 || a.history_budget_bytes > MAX_PLAINTEXT {
+                    return Err(invalid(
+                        key("history_budget_bytes"),
+                        format!("must be 1024 to {MAX_PLAINTEXT}"),
+                    ));
+                }
+                Ok(())
+            };
+            if let Err(e) = check() {
+                problems.push(e);
             }
         }
-        Ok(())
+        many(problems)
     }
 }
 

@@ -19,6 +19,7 @@ pub mod jobs;
 pub mod limits;
 pub mod llm;
 pub mod observe;
+pub mod ops;
 pub mod runtime;
 pub mod sessions;
 pub mod startup;

@@ -101,6 +101,20 @@ impl CursorError {
     }
 }
 
+/// What `inspect` shows of an opened cursor.
+#[derive(Debug)]
+pub struct Inspection {
+    pub kid: String,
+    /// Expiry, unix seconds.
+    pub exp: u64,
+    /// When this cursor was sealed, unix seconds.
+    pub issued_at: i64,
+    pub token_chars: usize,
+    /// The padded plaintext's size (what the ciphertext carries).
+    pub plaintext_bytes: usize,
+    pub state: ConversationState,
+}
+
 /// A sealed cursor and its expiry.
 #[derive(Debug, Clone)]
 pub struct Sealed {
@@ -212,6 +226,26 @@ impl CursorCodec {
         }
     }
 
+    /// Open a client's cursor as [`open`](Self::open) does, keeping what an
+    /// operator needs to see: the key id, the expiry, the sizes and the
+    /// issue time. For `agentgate cursor inspect`.
+    pub fn inspect(
+        &self,
+        token: &str,
+        ctx: &CursorContext<'_>,
+        now: i64,
+    ) -> Result<Inspection, CursorError> {
+        let (opened, claims) = self.open_claims(Purpose::Cursor, token, ctx, now)?;
+        Ok(Inspection {
+            kid: opened.kid.clone(),
+            exp: opened.exp,
+            issued_at: claims.iat,
+            token_chars: token.len(),
+            plaintext_bytes: opened.plaintext.len(),
+            state: claims.into_state(),
+        })
+    }
+
     fn open_state(
         &self,
         purpose: Purpose,
@@ -219,6 +253,17 @@ impl CursorCodec {
         ctx: &CursorContext<'_>,
         now: i64,
     ) -> Result<ConversationState, CursorError> {
+        self.open_claims(purpose, token, ctx, now)
+            .map(|(_, claims)| claims.into_state())
+    }
+
+    fn open_claims(
+        &self,
+        purpose: Purpose,
+        token: &str,
+        ctx: &CursorContext<'_>,
+        now: i64,
+    ) -> Result<(token::Opened, claims::Claims), CursorError> {
         let opened = token::open(purpose, &self.keys, token, ctx, now)?;
         let json =
             claims::unpad(&opened.plaintext).ok_or(CursorError::Invalid(InvalidReason::Claims))?;
@@ -237,7 +282,7 @@ impl CursorCodec {
         if now.saturating_sub(claims.oiat) > i64::try_from(self.max_age).unwrap_or(i64::MAX) {
             return Err(CursorError::ConversationExpired);
         }
-        Ok(claims.into_state())
+        Ok((opened, claims))
     }
 }
 

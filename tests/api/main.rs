@@ -16,6 +16,7 @@ mod mcp;
 mod mcp_server;
 mod openapi;
 mod operations;
+mod operator;
 mod quant;
 mod quant_async;
 mod quant_sessions;
