@@ -43,7 +43,12 @@ MODELS = {
     ("apps/v1", "Deployment"): "V1Deployment",
     ("policy/v1", "PodDisruptionBudget"): "V1PodDisruptionBudget",
     ("autoscaling/v2", "HorizontalPodAutoscaler"): "V2HorizontalPodAutoscaler",
+    ("networking.k8s.io/v1", "NetworkPolicy"): "V1NetworkPolicy",
 }
+
+# A URL with a password in it (`scheme://user:password@host`), unless the
+# password is a $(VARIABLE) that Kubernetes expands from a secret.
+URL_WITH_PASSWORD = re.compile(r"://[^@/\s]*:(?!\$\()[^@/\s]+@")
 
 KUSTOMIZATION_KEYS = {
     "apiVersion", "kind", "resources", "patches", "images", "labels", "configMapGenerator",
@@ -264,9 +269,31 @@ def check_rules(docs: list[dict], where: str, errors: list[str]) -> None:
     env = {e["name"]: e for e in gw.get("env", [])}
     if "AGENTGATE_CURSOR_KEYS" not in env and "AGENTGATE_CURSOR_KEYS_FILE" not in env:
         err("container: cursor keys (AGENTGATE_CURSOR_KEYS from a Secret)")
-    for name, e in env.items():
-        if "value" in e and re.search(r"KEY|TOKEN|PASSWORD|SECRET", name) and name != "AGENTGATE__STORE__KIND":
-            err(f"env {name}: a secret must come from a Secret, not a literal value")
+    for d in by_kind.get("Deployment", []):
+        for c in d["spec"]["template"]["spec"]["containers"]:
+            for e in c.get("env", []):
+                name, value = e["name"], e.get("value")
+                if value is None:
+                    continue
+                if re.search(r"KEY|TOKEN|PASSWORD|SECRET", name) and name != "AGENTGATE__STORE__KIND":
+                    err(f"env {name}: a secret must come from a Secret, not a literal value")
+                elif URL_WITH_PASSWORD.search(value):
+                    err(f"env {name}: a password in a literal URL; take it from a Secret")
+            args = " ".join(c.get("args", []))
+            if URL_WITH_PASSWORD.search(args):
+                err(f"container {c['name']}: a password in a literal URL in its args")
+    redis = [d for d in by_kind.get("Deployment", []) if d["metadata"]["name"] == "agentgate-redis"]
+    for d in redis:
+        args = d["spec"]["template"]["spec"]["containers"][0].get("args", [])
+        if "--requirepass" not in args:
+            err("the in-cluster Redis must require a password (--requirepass from the Secret)")
+        policies = by_kind.get("NetworkPolicy", [])
+        pod_labels = d["spec"]["template"]["metadata"].get("labels", {})
+        if not any(
+            all(pod_labels.get(k) == v for k, v in p["spec"]["podSelector"].get("matchLabels", {}).items())
+            for p in policies
+        ):
+            err("a NetworkPolicy must limit who reaches the in-cluster Redis")
     selects = lambda sel: all(labels.get(k) == v for k, v in sel.items())  # noqa: E731
     services = by_kind.get("Service", [])
     if not any(s["metadata"]["name"] == "agentgate" and selects(s["spec"]["selector"]) for s in services):
@@ -373,6 +400,11 @@ def self_test() -> list[str]:
         broken(lambda d: d["spec"]["template"]["spec"]["containers"][0].pop("name"), "`name`, must not be `None`")
         broken(lambda d: d["spec"]["template"]["spec"]["containers"][0]["env"].append({"name": "OPENAI_API_KEY", "value": "sk-x"}), "must come from a Secret")
         broken(lambda d: d["spec"].pop("selector"), "`selector`, must not be `None`")
+        broken(
+            lambda d: d["spec"]["template"]["spec"]["containers"][0]["env"].append(
+                {"name": "AGENTGATE__STORE__URL", "value": "redis://:hunter2@redis:6379"}),
+            "a password in a literal URL",
+        )
     good = (ROOT / "Dockerfile").read_text()
     for text, expect in (
         (good.replace("USER 65532:65532", "USER root"), "non-root USER"),

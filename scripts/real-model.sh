@@ -24,7 +24,8 @@ MODEL_ID=smollm2-135m
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 W=${AGENTGATE_REAL_MODEL_DIR:-$HOME/.cache/agentgate/real-model}
 # The build is tuned to this CPU (-march=native): key the binary by its flags.
-CPU=$(grep -m1 '^flags' /proc/cpuinfo | sha256sum | cut -c1-12)
+# (x86 lists "flags", ARM "Features"; anything else falls back to the machine type.)
+CPU=$({ grep -m1 -E '^(flags|Features)' /proc/cpuinfo || uname -m; } | sha256sum | cut -c1-12)
 BIN="$W/bin/llama-server-b${LLAMA_VERSION%%.*}-$CPU"
 TEMPLATE="$REPO/tests/real-model/json-tools.jinja"
 

@@ -1311,8 +1311,8 @@ impl Settings {
                     ));
                 }
                 let fields = crate::llm::params::AgentFields {
-                    max_tokens: a.max_tokens.is_some(),
-                    thinking_budget: a.thinking_budget_tokens.is_some(),
+                    max_tokens: a.max_tokens,
+                    thinking_budget: a.thinking_budget_tokens,
                 };
                 let mut checked = HashSet::new();
                 for provider in std::iter::once(&a.provider).chain(&a.fallback_providers) {

@@ -2,9 +2,13 @@
 //! table, passed through to the provider.
 //!
 //! `params` is checked at start against every provider kind of the agent's
-//! route (its provider and its fallbacks), so a typo or a parameter one of
-//! them does not take is a startup error naming the key, never an upstream
-//! 400 in the middle of a conversation. Only what the agent set is sent.
+//! route (its provider and its fallbacks), so a typo, a parameter that kind
+//! does not take, a value of the wrong shape or a combination its API refuses
+//! is a startup error naming the key rather than an upstream 400 in the middle
+//! of a conversation. Only what the agent set is sent. What cannot be checked
+//! here: a model refusing a parameter its API takes (reasoning parameters on a
+//! model that does not reason, `top_k` sent to OpenAI itself, which only
+//! compatible servers take).
 
 use serde_json::{Map, Value};
 
@@ -80,11 +84,12 @@ fn problem(key: &str, message: impl Into<String>) -> ParamError {
     }
 }
 
-/// What the agent's own settings already decide, which `params` must not repeat.
+/// What the agent's own settings already decide, which `params` must not
+/// repeat or contradict.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct AgentFields {
-    pub max_tokens: bool,
-    pub thinking_budget: bool,
+    pub max_tokens: Option<u32>,
+    pub thinking_budget: Option<u32>,
 }
 
 /// Check `params` for a provider kind; every key must be one it takes, with a value of the right shape.
@@ -104,6 +109,44 @@ pub fn check(
                 return Err(problem(key, "the scripted provider takes no params"));
             }
         }
+    }
+    if kind == ProviderKind::Anthropic {
+        anthropic_thinking(params, agent)?;
+    }
+    Ok(())
+}
+
+/// Anthropic's rules for extended thinking: `max_tokens` above the budget
+/// (when the agent sets it; the default adds the budget), no `top_k`, and
+/// `top_p` only from 0.95.
+fn anthropic_thinking(params: &Map<String, Value>, agent: AgentFields) -> Result<(), ParamError> {
+    let Some(budget) = agent
+        .thinking_budget
+        .or_else(|| thinking_budget(Some(params)))
+    else {
+        return Ok(());
+    };
+    if agent.max_tokens.is_some_and(|m| m <= budget) {
+        return Err(problem(
+            "thinking",
+            format!("the agent's max_tokens must be above the thinking budget ({budget})"),
+        ));
+    }
+    if params.contains_key("top_k") {
+        return Err(problem(
+            "top_k",
+            "Anthropic refuses top_k while thinking is on",
+        ));
+    }
+    if params
+        .get("top_p")
+        .and_then(Value::as_f64)
+        .is_some_and(|p| p < 0.95)
+    {
+        return Err(problem(
+            "top_p",
+            "Anthropic takes top_p from 0.95 to 1 while thinking is on",
+        ));
     }
     Ok(())
 }
@@ -145,7 +188,7 @@ fn openai(key: &str, v: &Value, agent: AgentFields) -> Result<(), ParamError> {
                     .is_some_and(|a| (1..=4).contains(&a.len()) && a.iter().all(Value::is_string))
         }
         "max_completion_tokens" => {
-            if agent.max_tokens {
+            if agent.max_tokens.is_some() {
                 return Err(problem(
                     key,
                     "set either the agent's max_tokens or params.max_completion_tokens, not both",
@@ -155,13 +198,15 @@ fn openai(key: &str, v: &Value, agent: AgentFields) -> Result<(), ParamError> {
                 .is_some_and(|n| (1..=u64::from(u32::MAX)).contains(&n))
         }
         "response_format" => return response_format(v),
-        "logit_bias" => v
-            .as_object()
-            .is_some_and(|m| m.values().all(|b| number_in(b, -100.0, 100.0))),
+        "logit_bias" => v.as_object().is_some_and(|m| {
+            m.iter()
+                .all(|(token, b)| token.parse::<u64>().is_ok() && number_in(b, -100.0, 100.0))
+        }),
         "parallel_tool_calls" => v.is_boolean(),
-        "reasoning_effort" | "user" | "service_tier" | "verbosity" | "prompt_cache_key" => {
-            v.as_str().is_some_and(|s| !s.is_empty())
-        }
+        "reasoning_effort" => one_of(v, &["none", "minimal", "low", "medium", "high", "xhigh"]),
+        "verbosity" => one_of(v, &["low", "medium", "high"]),
+        "service_tier" => one_of(v, &["auto", "default", "flex", "priority", "scale"]),
+        "user" | "prompt_cache_key" => v.as_str().is_some_and(|s| !s.is_empty()),
         _ => {
             return Err(problem(
                 key,
@@ -186,7 +231,7 @@ fn anthropic(key: &str, v: &Value, agent: AgentFields) -> Result<(), ParamError>
             .as_array()
             .is_some_and(|a| a.iter().all(|s| s.as_str().is_some_and(|s| !s.is_empty()))),
         "thinking" => {
-            if agent.thinking_budget {
+            if agent.thinking_budget.is_some() {
                 return Err(problem(
                     key,
                     "set either the agent's thinking_budget_tokens or params.thinking, not both",
@@ -197,7 +242,7 @@ fn anthropic(key: &str, v: &Value, agent: AgentFields) -> Result<(), ParamError>
         "metadata" => v
             .as_object()
             .is_some_and(|m| m.iter().all(|(k, v)| k == "user_id" && v.is_string())),
-        "service_tier" => v.as_str().is_some_and(|s| !s.is_empty()),
+        "service_tier" => one_of(v, &["auto", "standard_only"]),
         _ => {
             return Err(problem(
                 key,
@@ -212,8 +257,17 @@ fn anthropic(key: &str, v: &Value, agent: AgentFields) -> Result<(), ParamError>
     }
 }
 
+fn one_of(v: &Value, allowed: &[&str]) -> bool {
+    v.as_str().is_some_and(|s| allowed.contains(&s))
+}
+
 fn expected(key: &str) -> &'static str {
     match key {
+        "reasoning_effort" => "must be one of none, minimal, low, medium, high, xhigh",
+        "verbosity" => "must be one of low, medium, high",
+        "service_tier" => {
+            "must be one of auto, default, flex, priority, scale (OpenAI) or auto, standard_only (Anthropic)"
+        }
         "top_p" | "min_p" => "must be a number from 0 to 1",
         "frequency_penalty" | "presence_penalty" => "must be a number from -2 to 2",
         "repetition_penalty" => "must be a number from 0 to 10",
@@ -222,7 +276,7 @@ fn expected(key: &str) -> &'static str {
         "stop" => "must be a string or a list of 1 to 4 strings",
         "stop_sequences" => "must be a list of non-empty strings",
         "max_completion_tokens" => "must be a positive integer",
-        "logit_bias" => "must be a table of token ids to numbers from -100 to 100",
+        "logit_bias" => "must be a table of token ids (integers) to numbers from -100 to 100",
         "parallel_tool_calls" => "must be true or false",
         "metadata" => "must be a table with only a string user_id",
         _ => "must be a non-empty string",
@@ -249,23 +303,40 @@ fn response_format(v: &Value) -> Result<(), ParamError> {
                     "required when type = \"json_schema\": a table with `name` and `schema`",
                 ));
             };
-            if schema
-                .get("name")
-                .and_then(Value::as_str)
-                .is_none_or(str::is_empty)
-            {
+            let name_ok = schema.get("name").and_then(Value::as_str).is_some_and(|n| {
+                (1..=64).contains(&n.len())
+                    && n.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            });
+            if !name_ok {
                 return Err(problem(
                     "response_format.json_schema.name",
-                    "must be a non-empty string",
+                    "must be 1 to 64 of a-z, A-Z, 0-9, _ and -",
                 ));
             }
+            let strict = match schema.get("strict") {
+                None => false,
+                Some(Value::Bool(b)) => *b,
+                Some(_) => {
+                    return Err(problem(
+                        "response_format.json_schema.strict",
+                        "must be true or false",
+                    ));
+                }
+            };
             match schema.get("schema") {
-                Some(s) if s.is_object() => jsonschema::meta::validate(s).map_err(|e| {
-                    problem(
-                        "response_format.json_schema.schema",
-                        format!("not a valid JSON Schema: {e}"),
-                    )
-                }),
+                Some(s) if s.is_object() => {
+                    jsonschema::meta::validate(s).map_err(|e| {
+                        problem(
+                            "response_format.json_schema.schema",
+                            format!("not a valid JSON Schema: {e}"),
+                        )
+                    })?;
+                    if strict {
+                        strict_objects(s, "response_format.json_schema.schema")?;
+                    }
+                    Ok(())
+                }
                 _ => Err(problem(
                     "response_format.json_schema.schema",
                     "must be a table (a JSON Schema)",
@@ -277,6 +348,54 @@ fn response_format(v: &Value) -> Result<(), ParamError> {
             "must be \"text\", \"json_object\" or \"json_schema\"",
         )),
     }
+}
+
+/// OpenAI's structured outputs in strict mode: every object schema, at any
+/// depth, sets `additionalProperties = false` and lists all its properties in
+/// `required`.
+fn strict_objects(schema: &Value, at: &str) -> Result<(), ParamError> {
+    let Some(map) = schema.as_object() else {
+        return Ok(());
+    };
+    if let Some(props) = map.get("properties").and_then(Value::as_object) {
+        if map.get("additionalProperties") != Some(&Value::Bool(false)) {
+            return Err(problem(
+                at,
+                "strict mode needs additionalProperties = false on every object",
+            ));
+        }
+        let required: Vec<&str> = map
+            .get("required")
+            .and_then(Value::as_array)
+            .map(|r| r.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        if let Some(missing) = props.keys().find(|k| !required.contains(&k.as_str())) {
+            return Err(problem(
+                at,
+                format!("strict mode needs every property in required; {missing:?} is not"),
+            ));
+        }
+        for (name, sub) in props {
+            strict_objects(sub, &format!("{at}.properties.{name}"))?;
+        }
+    }
+    for key in ["items", "anyOf", "$defs", "definitions"] {
+        match map.get(key) {
+            Some(Value::Array(subs)) => {
+                for (i, sub) in subs.iter().enumerate() {
+                    strict_objects(sub, &format!("{at}.{key}[{i}]"))?;
+                }
+            }
+            Some(Value::Object(subs)) if key != "items" => {
+                for (name, sub) in subs {
+                    strict_objects(sub, &format!("{at}.{key}.{name}"))?;
+                }
+            }
+            Some(sub @ Value::Object(_)) => strict_objects(sub, &format!("{at}.{key}"))?,
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// `{ type = "enabled", budget_tokens = n ≥ 1024 }` or `{ type = "disabled" }`.
@@ -329,7 +448,8 @@ mod tests {
             "top_p": 0.9, "stop": ["\n\n", "END"], "seed": 7,
             "response_format": {"type": "json_schema", "json_schema": {
                 "name": "answer", "strict": true,
-                "schema": {"type": "object", "properties": {"a": {"type": "string"}}}}},
+                "schema": {"type": "object", "properties": {"a": {"type": "string"}},
+                           "required": ["a"], "additionalProperties": false}}},
             "reasoning_effort": "low", "max_completion_tokens": 300,
             "frequency_penalty": -0.5, "presence_penalty": 1, "logit_bias": {"50256": -100},
             "parallel_tool_calls": false, "user": "u", "top_k": 40, "min_p": 0.05
@@ -341,11 +461,16 @@ mod tests {
     fn anthropic_takes_its_parameters() {
         let p = params(json!({
             "top_p": 0.9, "top_k": 5, "stop_sequences": ["END"],
-            "thinking": {"type": "enabled", "budget_tokens": 2048},
-            "metadata": {"user_id": "abc"}
+            "metadata": {"user_id": "abc"}, "service_tier": "auto"
         }));
         check(ProviderKind::Anthropic, &p, AgentFields::default()).unwrap();
-        assert_eq!(thinking_budget(Some(&p)), Some(2048));
+        assert_eq!(thinking_budget(Some(&p)), None);
+        let thinking = params(json!({
+            "top_p": 0.95, "stop_sequences": ["END"],
+            "thinking": {"type": "enabled", "budget_tokens": 2048}
+        }));
+        check(ProviderKind::Anthropic, &thinking, AgentFields::default()).unwrap();
+        assert_eq!(thinking_budget(Some(&thinking)), Some(2048));
     }
 
     #[test]
@@ -421,6 +546,52 @@ mod tests {
                 "metadata: must be a table",
             ),
             (
+                Openai,
+                json!({"logit_bias": {"abc": 1}}),
+                "logit_bias: must be a table of token ids",
+            ),
+            (
+                Openai,
+                json!({"reasoning_effort": "maximal"}),
+                "reasoning_effort: must be one of",
+            ),
+            (
+                Anthropic,
+                json!({"service_tier": "flex"}),
+                "service_tier: must be one of",
+            ),
+            (
+                Openai,
+                json!({"response_format": {"type": "json_schema", "json_schema": {"name": "a b",
+                    "schema": {"type": "object"}}}}),
+                "response_format.json_schema.name: must be 1 to 64",
+            ),
+            (
+                Openai,
+                json!({"response_format": {"type": "json_schema", "json_schema": {"name": "a",
+                    "strict": true, "schema": {"type": "object", "properties": {"x": {"type": "string"}},
+                    "required": ["x"]}}}}),
+                "response_format.json_schema.schema: strict mode needs additionalProperties",
+            ),
+            (
+                Openai,
+                json!({"response_format": {"type": "json_schema", "json_schema": {"name": "a",
+                    "strict": true, "schema": {"type": "object", "additionalProperties": false,
+                    "required": ["x"], "properties": {"x": {"type": "object", "additionalProperties": false,
+                    "properties": {"y": {"type": "string"}}}}}}}}),
+                "response_format.json_schema.schema.properties.x: strict mode needs every property",
+            ),
+            (
+                Anthropic,
+                json!({"thinking": {"type": "enabled", "budget_tokens": 2048}, "top_k": 5}),
+                "top_k: Anthropic refuses top_k while thinking",
+            ),
+            (
+                Anthropic,
+                json!({"thinking": {"type": "enabled", "budget_tokens": 2048}, "top_p": 0.5}),
+                "top_p: Anthropic takes top_p from 0.95",
+            ),
+            (
                 Scripted,
                 json!({"top_p": 1}),
                 "top_p: the scripted provider takes no params",
@@ -432,10 +603,31 @@ mod tests {
     }
 
     #[test]
+    fn anthropic_max_tokens_must_exceed_the_thinking_budget() {
+        let agent = AgentFields {
+            max_tokens: Some(1500),
+            thinking_budget: None,
+        };
+        let p = params(json!({"thinking": {"type": "enabled", "budget_tokens": 2048}}));
+        let e = check(ProviderKind::Anthropic, &p, agent).unwrap_err();
+        assert!(e.message.contains("above the thinking budget"), "{e:?}");
+        let agent = AgentFields {
+            max_tokens: Some(4096),
+            thinking_budget: Some(2048),
+        };
+        check(ProviderKind::Anthropic, &Map::new(), agent).unwrap();
+        let agent = AgentFields {
+            max_tokens: Some(1024),
+            thinking_budget: Some(2048),
+        };
+        assert!(check(ProviderKind::Anthropic, &Map::new(), agent).is_err());
+    }
+
+    #[test]
     fn params_must_not_repeat_the_agents_own_fields() {
         let both = AgentFields {
-            max_tokens: true,
-            thinking_budget: true,
+            max_tokens: Some(10),
+            thinking_budget: Some(2048),
         };
         let e = check(
             ProviderKind::Openai,

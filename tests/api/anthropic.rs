@@ -213,7 +213,11 @@ async fn usage_counts_cache_tokens_over_every_step() {
 #[tokio::test]
 async fn thinking_budget_is_sent_and_upstream_errors_stay_private() {
     let mock = anthropic_mock::start().await;
-    let app = app_on(&mock, "thinking_budget_tokens = 2048\ntemperature = 0.5").await;
+    let app = app_on(
+        &mock,
+        "thinking_budget_tokens = 2048\ntemperature = 0.5\nmax_tokens = 4096",
+    )
+    .await;
     let (status, _) = app.say("p", "claude", "think", None).await;
     assert_eq!(status, 200);
     let sent = &mock.received()[0].body;
@@ -266,7 +270,7 @@ async fn tool_choice_and_params_reach_anthropic_in_its_own_spelling() {
     let mock = anthropic_mock::start().await;
     let app = app_on(
         &mock,
-        "temperature = 0.5\ntool_choice = \"auto\"\n\
+        "temperature = 0.5\ntool_choice = \"auto\"\nmax_tokens = 2048\n\
          [agents.params]\nthinking = { type = \"enabled\", budget_tokens = 1024 }\n",
     )
     .await;

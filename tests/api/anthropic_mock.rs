@@ -274,8 +274,14 @@ api_key_env = "TEST_UPSTREAM_KEY"
     )
 }
 
-/// Config for agent `id` on `provider`, plus `extra` agent keys.
+/// Config for agent `id` on `provider`, plus `extra` agent keys
+/// (`max_tokens = 512` unless `extra` sets it).
 pub fn agent_toml(id: &str, provider: &str, extra: &str) -> String {
+    let max_tokens = if extra.contains("max_tokens") {
+        ""
+    } else {
+        "max_tokens = 512"
+    };
     format!(
         r#"
 [[agents]]
@@ -283,7 +289,7 @@ id = "{id}"
 provider = "{provider}"
 model = "claude-test"
 system_prompt = "{prompt}"
-max_tokens = 512
+{max_tokens}
 {extra}
 "#,
         prompt = crate::helpers::SYSTEM_PROMPT

@@ -150,6 +150,11 @@ impl Cluster {
         text[text.len().saturating_sub(3000)..].to_owned()
     }
 
+    /// nginx's access log: `METHOD URI STATUS upstream=ADDR[, ADDR…]` per request.
+    pub fn access_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("state/nginx/access.log")).unwrap_or_default()
+    }
+
     pub fn chat_url(&self) -> String {
         format!("{}/api/v1/projects/demo/ai/agents/chat", self.base)
     }
@@ -344,17 +349,17 @@ async fn conversations_sessions_and_async_jobs_cross_replicas_through_nginx() {
     let accepted: Value = res.json().await.unwrap();
     let poll = format!("{}{}", cluster.base, accepted["pollUrl"].as_str().unwrap());
     let mut polled_on = std::collections::BTreeSet::new();
-    let done = loop {
+    let mut done = Value::Null;
+    for _ in 0..1_500 {
         let res = client.get(&poll).send().await.unwrap();
         assert_eq!(res.status(), 200);
         polled_on.insert(replica_of(&res));
-        let v: Value = res.json().await.unwrap();
-        if v["status"] == "complete" || v["status"] == "failed" {
-            break v;
+        done = res.json().await.unwrap();
+        if done["status"] == "complete" || done["status"] == "failed" {
+            break;
         }
-        assert!(polled_on.len() < 1000, "the execution never finished: {v}");
         tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    }
     assert_eq!(done["status"], "complete", "{done}");
     assert_eq!(
         done["result"]["response"]["content"],
@@ -364,12 +369,24 @@ async fn conversations_sessions_and_async_jobs_cross_replicas_through_nginx() {
     // unless all polls hit one replica, which round robin rules out.
     polled_on.insert(accepted_by);
     assert!(polled_on.len() >= 2, "{polled_on:?}");
+    // And some replica's worker ran it.
+    let request_id = accepted["requestId"].as_str().unwrap();
+    assert!(
+        (1..=3).any(|i| cluster
+            .log(i)
+            .lines()
+            .any(|l| l.contains("job started") && l.contains(request_id))),
+        "no replica logged running {request_id}"
+    );
 }
 
 /// Conversations run continuously through the balancer until `stop`; every
 /// turn must succeed and continue its conversation.
 struct Load {
     stop: Arc<AtomicBool>,
+    /// While set, conversations take no new turn.
+    paused: Arc<AtomicBool>,
+    in_flight: Arc<AtomicU64>,
     turns: Arc<AtomicU64>,
     failures: Arc<Mutex<Vec<String>>>,
     tasks: Vec<tokio::task::JoinHandle<Option<String>>>,
@@ -378,18 +395,28 @@ struct Load {
 impl Load {
     fn start(chat_url: &str, conversations: usize) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
+        let paused = Arc::new(AtomicBool::new(false));
+        let in_flight = Arc::new(AtomicU64::new(0));
         let turns = Arc::new(AtomicU64::new(0));
         let failures = Arc::new(Mutex::new(Vec::new()));
         let tasks = (0..conversations)
             .map(|c| {
                 let (stop, turns, failures) = (stop.clone(), turns.clone(), failures.clone());
+                let (paused, in_flight) = (paused.clone(), in_flight.clone());
                 let url = chat_url.to_owned();
                 tokio::spawn(async move {
                     let client = reqwest::Client::new();
                     let mut cursor: Option<String> = None;
                     let mut k = 0u64;
                     // Bounded: at most this many turns per conversation.
-                    while !stop.load(Ordering::Relaxed) && k < 5_000 {
+                    let mut taken = 0u32;
+                    while !stop.load(Ordering::Relaxed) && taken < 20_000 {
+                        if paused.load(Ordering::SeqCst) {
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                            continue;
+                        }
+                        in_flight.fetch_add(1, Ordering::SeqCst);
+                        taken += 1;
                         k += 1;
                         // Long conversations are cut to keep cursors small.
                         if k > 30 {
@@ -397,7 +424,9 @@ impl Load {
                             cursor = None;
                         }
                         let text = format!("c{c} t{k}");
-                        match turn(&client, &url, &text, cursor.as_deref()).await {
+                        let answer = turn(&client, &url, &text, cursor.as_deref()).await;
+                        in_flight.fetch_sub(1, Ordering::SeqCst);
+                        match answer {
                             Ok((200, _, body))
                                 if text_of(&body)
                                     == format!(
@@ -429,10 +458,28 @@ impl Load {
             .collect();
         Self {
             stop,
+            paused,
+            in_flight,
             turns,
             failures,
             tasks,
         }
+    }
+
+    /// Hold new turns and wait until none is in flight (bounded).
+    async fn pause(&self) {
+        self.paused.store(true, Ordering::SeqCst);
+        for _ in 0..3_000 {
+            if self.in_flight.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("turns still in flight after the pause");
+    }
+
+    fn resume(&self) {
+        self.paused.store(false, Ordering::SeqCst);
     }
 
     /// Wait until `more` further turns completed (bounded).
@@ -585,7 +632,32 @@ async fn a_replica_killed_under_load_fails_no_turn_and_its_async_job_completes_e
     }
     assert_eq!(gate.calls.load(Ordering::SeqCst), 1);
 
-    // SIGKILL the replica holding the job, mid-load.
+    // Three chat turns held at the gate, one on each replica: with the load
+    // paused, nginx's round robin sends three requests in a row to three
+    // different replicas.
+    load.pause().await;
+    let mut held = Vec::new();
+    for n in 0..3u64 {
+        let (client, url) = (client.clone(), cluster.chat_url());
+        held.push(tokio::spawn(async move {
+            let body = json!({"agentId": "gate", "messages": [text_message("held")]});
+            let res = client.post(&url).json(&body).send().await.unwrap();
+            let status = res.status().as_u16();
+            (status, res.text().await.unwrap_or_default())
+        }));
+        // Each is in flight (its model call reached the gate) before the next.
+        for _ in 0..3_000 {
+            if gate.calls.load(Ordering::SeqCst) >= 2 + n {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(gate.calls.load(Ordering::SeqCst), 2 + n);
+    }
+    load.resume();
+
+    // SIGKILL the replica holding the job, mid-load, with a chat turn of
+    // ours in flight on it.
     let victim = cluster
         .status()
         .into_iter()
@@ -624,6 +696,25 @@ async fn a_replica_killed_under_load_fails_no_turn_and_its_async_job_completes_e
     });
     assert!(runner.is_some(), "another replica ran the job");
     assert!(gate.calls.load(Ordering::SeqCst) >= 2);
+
+    // The held turn that was on the dead replica had been sent to it: nginx
+    // passed it on to another (non_idempotent), which answered once the gate
+    // opened. Every held turn answers.
+    for h in held {
+        let (status, body) = h.await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains("through the gate"), "{body}");
+    }
+    let victim_addr = victim.url.trim_start_matches("http://").to_owned();
+    let retried = format!("upstream={victim_addr}, ");
+    let log = cluster.access_log();
+    assert!(
+        log.lines().any(
+            |l| l.starts_with("POST /api/v1/projects/demo/ai/agents/chat 200")
+                && l.contains(&retried)
+        ),
+        "no chat turn was retried from {victim_addr}:\n{log:.4000}"
+    );
 
     let (failures, _) = load.finish().await;
     assert!(

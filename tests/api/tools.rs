@@ -883,6 +883,7 @@ async fn tool_choice_and_params_are_sent_as_configured_and_nothing_else() {
             r#""calculator""#,
             "tool_choice = \"required\"\n\
              [agents.params]\ntop_p = 0.25\nseed = 42\nstop = [\"END\"]\nreasoning_effort = \"low\"\n\
+             parallel_tool_calls = false\n\
              response_format = { type = \"json_schema\", json_schema = { name = \"answer\", \
              schema = { type = \"object\", properties = { a = { type = \"string\" } } } } }\n",
         ),
@@ -899,6 +900,7 @@ async fn tool_choice_and_params_are_sent_as_configured_and_nothing_else() {
     assert_eq!(first["seed"], 42);
     assert_eq!(first["stop"], json!(["END"]));
     assert_eq!(first["reasoning_effort"], "low");
+    assert_eq!(first["parallel_tool_calls"], false);
     assert_eq!(
         first["response_format"]["json_schema"]["schema"]["properties"]["a"],
         json!({"type": "string"})

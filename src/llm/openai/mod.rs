@@ -202,6 +202,22 @@ mod tests {
                 "stream": false
             })
         );
+
+        // Params ride along, less parallel_tool_calls, which needs tools,
+        // and so does a tool choice.
+        let params = serde_json::json!({"seed": 7, "parallel_tool_calls": false});
+        let params = params.as_object().unwrap();
+        let req = ChatRequest {
+            params: Some(params),
+            tool_choice: Some(crate::llm::params::CallChoice::Required),
+            ..req
+        };
+        let body: serde_json::Value =
+            serde_json::from_slice(&encode_request(&req, true).unwrap()).unwrap();
+        assert_eq!(body["seed"], 7);
+        assert!(body.get("parallel_tool_calls").is_none(), "{body}");
+        assert!(body.get("tool_choice").is_none(), "{body}");
+        assert_eq!(body["stream_options"]["include_usage"], true);
     }
 
     #[test]

@@ -26,7 +26,28 @@ pub struct Request<'a> {
     pub stream_options: Option<StreamOptions>,
     /// The agent's `params`, checked at start to name none of the fields above.
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
-    pub params: Option<&'a serde_json::Map<String, serde_json::Value>>,
+    pub params: Option<ParamsOut<'a>>,
+}
+
+/// The agent's `params` as this call can carry them: OpenAI refuses
+/// `parallel_tool_calls` in a request that offers no tools.
+pub struct ParamsOut<'a> {
+    params: &'a serde_json::Map<String, serde_json::Value>,
+    tools: bool,
+}
+
+impl Serialize for ParamsOut<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(None)?;
+        for (k, v) in self.params {
+            if !self.tools && k == "parallel_tool_calls" {
+                continue;
+            }
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
 }
 
 /// `"auto"`, `"required"`, `"none"`, or `{"type":"function","function":{"name":…}}`.
@@ -177,7 +198,10 @@ impl<'a> Request<'a> {
             stream_options: stream.then_some(StreamOptions {
                 include_usage: true,
             }),
-            params: req.params,
+            params: req.params.map(|params| ParamsOut {
+                params,
+                tools: !req.tools.is_empty(),
+            }),
         }
     }
 }
