@@ -9,6 +9,7 @@ pub mod agent;
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod client;
 pub mod clock;
 pub mod config;
 pub mod cursor;

@@ -11,6 +11,8 @@ use agentgate::cursor::keyring::generate_key_line;
 use agentgate::startup::Application;
 use clap::{Parser, Subcommand};
 
+mod chat;
+
 #[derive(Parser)]
 #[command(
     name = "agentgate",
@@ -31,6 +33,24 @@ enum Command {
         /// /etc/agentgate/agentgate.toml, or else the built-in development config.
         #[arg(long, env = "AGENTGATE_CONFIG")]
         config: Option<PathBuf>,
+    },
+    /// Chat with an agent in the terminal, over the Cognite API: answers
+    /// stream as they arrive, the cursor is kept between turns, tool runs are
+    /// shown, and client actions and confirmations are asked of you.
+    /// Commands: /new, /save FILE, /load FILE, /undo, /quit.
+    Chat {
+        /// The gateway's base URL.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// The agent's id.
+        #[arg(long)]
+        agent: String,
+        /// The project (default: the gateway's default project).
+        #[arg(long)]
+        project: Option<String>,
+        /// A bearer token (API key or JWT), when the gateway checks callers.
+        #[arg(long, env = "AGENTGATE_TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
     /// Operator tools for cursors.
     Cursor {
@@ -118,6 +138,12 @@ async fn main() -> ExitCode {
             url,
             timeout_seconds,
         } => probe(&url, timeout_seconds).await,
+        Command::Chat {
+            url,
+            agent,
+            project,
+            token,
+        } => chat::run(&url, project.as_deref(), &agent, token).await,
         Command::Cursor {
             command:
                 CursorCommand::Inspect {

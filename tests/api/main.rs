@@ -5,6 +5,7 @@ mod anthropic;
 mod anthropic_mock;
 mod auth;
 mod chat;
+mod client;
 mod cluster;
 mod cursor;
 mod edges;
