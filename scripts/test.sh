@@ -37,6 +37,8 @@ if command -v python3 >/dev/null 2>&1 && ! python3 -c 'import venv, ensurepip' >
   need_apt+=(python3-venv)
 fi
 command -v cc >/dev/null 2>&1 || need_apt+=(gcc)
+# docs/quickstart.md's commands, which a test runs, use curl.
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 # llama.cpp's server, for the real-model tests, is C++.
 if [ "$mode" != no-real-model ]; then command -v g++ >/dev/null 2>&1 || need_apt+=(g++); fi
 # The Redis tests start their own redis-server processes on free loopback ports.

@@ -21,6 +21,7 @@ mod operator;
 mod quant;
 mod quant_async;
 mod quant_sessions;
+mod quickstart;
 mod real_model;
 mod redis;
 mod redis_server;
