@@ -45,6 +45,10 @@ if [ "$mode" != no-real-model ]; then command -v g++ >/dev/null 2>&1 || need_apt
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 # The load benchmark's generator (bench/run.py, run here in its smoke mode).
 command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)
+# The playground's browser test: Debian's Chromium, driven from Node.js.
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
+command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 # The cluster tests put scripts/cluster's nginx in front of several replicas.
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need_apt+=(nginx)
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -76,6 +80,14 @@ if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import cognite.client
   "$VENV/bin/pip" install -q --disable-pip-version-check -r tests/sdk/requirements.txt
 fi
 export AGENTGATE_TEST_PYTHON="$PWD/$VENV/bin/python"
+# playwright-core (pinned; it downloads no browser) drives Debian's Chromium.
+PLAYWRIGHT=target/browser/node_modules/playwright-core
+if [ "$(node -p 'require("./'"$PLAYWRIGHT"'/package.json").version' 2>/dev/null)" != "1.64.1" ]; then
+  log "installing playwright-core 1.64.1 into target/browser"
+  mkdir -p target/browser
+  npm install --silent --no-audit --no-fund --prefix target/browser playwright-core@1.64.1
+fi
+export AGENTGATE_TEST_PLAYWRIGHT="$PWD/$PLAYWRIGHT"
 
 real_model() {
   [ "$mode" = no-real-model ] && return 0

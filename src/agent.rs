@@ -88,6 +88,13 @@ impl AgentRegistry {
         self.agents.len()
     }
 
+    /// Every agent, by id.
+    pub fn all(&self) -> Vec<Arc<AgentSpec>> {
+        let mut all: Vec<_> = self.agents.values().cloned().collect();
+        all.sort_by(|a, b| a.id.cmp(&b.id));
+        all
+    }
+
     /// The longest turn any agent may run.
     pub fn longest_turn(&self) -> std::time::Duration {
         self.agents

@@ -11,6 +11,15 @@ use tokio::io::{AsyncBufReadExt, BufReader, Lines, Stdin};
 const HELP: &str = "commands: /new (start over), /save FILE, /load FILE (a saved cursor), \
 /undo (back one turn: later turns are forked away), /quit";
 
+/// Text from the gateway (the model's words, tool arguments, error
+/// messages) without terminal control sequences: a model steered by what it
+/// read cannot move the cursor, rewrite the screen or fake a prompt.
+fn clean(text: &str) -> String {
+    text.chars()
+        .filter(|c| !c.is_control() || *c == '\n' || *c == '\t')
+        .collect()
+}
+
 fn out(text: &str) {
     let mut o = std::io::stdout().lock();
     let _ = o.write_all(text.as_bytes());
@@ -26,12 +35,14 @@ async fn ask(lines: &mut Lines<BufReader<Stdin>>, prompt: &str) -> Option<String
 /// Print a turn's events as they arrive.
 fn show(event: Event) {
     match event {
-        Event::Delta(text) => out(&text),
-        Event::ToolCall { name, arguments } => out(&format!("\n  [tool {name} {arguments}]\n")),
-        Event::ToolResult { name, ok } => out(&format!(
+        Event::Delta(text) => out(&clean(&text)),
+        Event::ToolCall { name, arguments } => {
+            out(&clean(&format!("\n  [tool {name} {arguments}]\n")))
+        }
+        Event::ToolResult { name, ok } => out(&clean(&format!(
             "  [tool {name} {}]\n",
             if ok { "done" } else { "failed" }
-        )),
+        ))),
     }
 }
 
@@ -39,10 +50,16 @@ pub async fn run(url: &str, project: Option<&str>, agent: &str, token: Option<St
     let mut client = ChatClient::new(url, project, agent, token).with_tools(default_tools());
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     out(&format!("chatting with {agent} at {url}; {HELP}\n"));
+    // At the end of input, the exit status says whether the last turn worked.
+    let mut last_failed = false;
     loop {
         let Some(line) = ask(&mut lines, "you> ").await else {
             out("\n");
-            return ExitCode::SUCCESS;
+            return if last_failed {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            };
         };
         let line = line.trim();
         if line.is_empty() {
@@ -63,7 +80,7 @@ pub async fn run(url: &str, project: Option<&str>, agent: &str, token: Option<St
                     "(nothing to undo)\n"
                 }),
                 "save" if !arg.is_empty() => match client.cursor() {
-                    Some(c) => match std::fs::write(arg, format!("{c}\n")) {
+                    Some(c) => match save(arg, c) {
                         Ok(()) => out(&format!("(cursor saved to {arg})\n")),
                         Err(e) => out(&format!("(cannot write {arg}: {e})\n")),
                     },
@@ -81,6 +98,7 @@ pub async fn run(url: &str, project: Option<&str>, agent: &str, token: Option<St
             continue;
         }
         out("agent> ");
+        last_failed = false;
         let mut reply = client.say(line, show).await;
         // Answer what the agent asks of us until it has answered.
         loop {
@@ -92,6 +110,10 @@ pub async fn run(url: &str, project: Option<&str>, agent: &str, token: Option<St
                 }
                 Err(e) => {
                     report(e);
+                    // A failed answer to an action leaves the conversation
+                    // waiting for it: go back to before this message.
+                    client.abandon_turn();
+                    last_failed = true;
                     break;
                 }
             };
@@ -118,14 +140,14 @@ async fn decide(lines: &mut Lines<BufReader<Stdin>>, p: Pending) -> Option<Answe
         } => {
             let local = default_tools().iter().any(|t| t.name == name);
             let text = if local {
-                let yes = ask(lines, &format!("\nrun {name} {arguments}? [y/N] ")).await?;
+                let yes = ask(lines, &clean(&format!("\nrun {name} {arguments}? [y/N] "))).await?;
                 if yes.trim().eq_ignore_ascii_case("y") {
                     run_local_tool(&name, &arguments)
                 } else {
                     "the user declined to run this tool".to_owned()
                 }
             } else {
-                ask(lines, &format!("\nresult of {name} {arguments}: ")).await?
+                ask(lines, &clean(&format!("\nresult of {name} {arguments}: "))).await?
             };
             Some(Answer::ToolResult { action_id, text })
         }
@@ -134,7 +156,11 @@ async fn decide(lines: &mut Lines<BufReader<Stdin>>, p: Pending) -> Option<Answe
             tool,
             arguments,
         } => {
-            let yes = ask(lines, &format!("\nallow {tool} {arguments}? [y/N] ")).await?;
+            let yes = ask(
+                lines,
+                &clean(&format!("\nallow {tool} {arguments}? [y/N] ")),
+            )
+            .await?;
             Some(Answer::Confirm {
                 action_id,
                 allow: yes.trim().eq_ignore_ascii_case("y"),
@@ -144,5 +170,18 @@ async fn decide(lines: &mut Lines<BufReader<Stdin>>, p: Pending) -> Option<Answe
 }
 
 fn report(e: &ClientError) {
-    out(&format!("\n(error: {e})\n"));
+    out(&clean(&format!("\n(error: {e})\n")));
+}
+
+/// Write a cursor for `/load` later, readable by this user only (it carries
+/// the conversation, encrypted).
+fn save(path: &str, cursor: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(format!("{cursor}\n").as_bytes())
 }

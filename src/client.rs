@@ -83,9 +83,18 @@ pub struct ChatClient {
     token: Option<String>,
     tools: Vec<LocalTool>,
     cursor: Option<String>,
-    /// The cursor before each turn, newest last: `undo` goes back one.
+    /// The cursor before each user turn, newest last: `undo` goes back one.
     earlier: Vec<Option<String>>,
+    /// The cursor before the turn in progress (its answers to actions
+    /// included), for [`abandon_turn`](Self::abandon_turn).
+    turn_start: Option<Option<String>>,
 }
+
+/// The most a turn's answer may take (text, events, the final cursor):
+/// a gateway that sends more is cut off.
+pub const MAX_TURN_BYTES: usize = 64 * 1024 * 1024;
+/// The most of an error body read.
+const MAX_ERROR_BYTES: usize = 64 * 1024;
 
 impl ChatClient {
     /// A client of the gateway at `base_url` (`http://host:port`), for `agent`
@@ -95,7 +104,12 @@ impl ChatClient {
         crate::install_crypto_provider();
         let base = base_url.trim_end_matches('/');
         Self {
-            http: reqwest::Client::new(),
+            // The gateway sends a keep-alive comment every 15 s while a turn runs.
+            http: reqwest::Client::builder()
+                .connect_timeout(std::time::Duration::from_secs(10))
+                .read_timeout(std::time::Duration::from_secs(120))
+                .build()
+                .unwrap_or_default(),
             chat_url: match project {
                 Some(p) => format!("{base}/api/v1/projects/{p}/ai/agents/chat"),
                 None => format!("{base}/ai/agents/chat"),
@@ -105,6 +119,7 @@ impl ChatClient {
             tools: Vec::new(),
             cursor: None,
             earlier: Vec::new(),
+            turn_start: None,
         }
     }
 
@@ -131,14 +146,25 @@ impl ChatClient {
         self.set_cursor(None);
     }
 
-    /// Go back to the cursor before the last turn; `false` when there is none.
+    /// Go back to the cursor before the last user turn (whatever actions it
+    /// took); `false` when there is none.
     pub fn undo(&mut self) -> bool {
+        self.turn_start = None;
         match self.earlier.pop() {
             Some(previous) => {
                 self.cursor = previous;
                 true
             }
             None => false,
+        }
+    }
+
+    /// Give up the turn in progress (an answer to its actions failed): back
+    /// to the cursor before its user message, as if it was never sent.
+    pub fn abandon_turn(&mut self) {
+        if let Some(start) = self.turn_start.take() {
+            self.cursor = start;
+            self.earlier.pop();
         }
     }
 
@@ -149,7 +175,11 @@ impl ChatClient {
         on_event: impl FnMut(Event),
     ) -> Result<Reply, ClientError> {
         let message = json!({"role": "user", "content": {"type": "text", "text": text}});
-        self.turn(vec![message], on_event).await
+        let before = self.cursor.clone();
+        let reply = self.turn(vec![message], on_event).await?;
+        self.earlier.push(before.clone());
+        self.turn_start = Some(before);
+        Ok(reply)
     }
 
     /// Answer the pending actions of the last turn.
@@ -204,10 +234,43 @@ impl ChatClient {
         let res = request.send().await?;
         if !res.status().is_success() {
             let status = res.status();
-            let body: Value = res.json().await.unwrap_or(Value::Null);
+            let mut bytes = Vec::new();
+            let mut body_stream = res.bytes_stream();
+            while let Some(Ok(chunk)) = body_stream.next().await {
+                bytes.extend_from_slice(&chunk);
+                if bytes.len() > MAX_ERROR_BYTES {
+                    break;
+                }
+            }
+            let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
             return Err(api_error(&body, status.as_u16()));
         }
-        let mut events = res.bytes_stream().eventsource();
+        if !res
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"))
+        {
+            return Err(ClientError::Protocol(
+                "the gateway did not answer with an event stream".into(),
+            ));
+        }
+        // Bounded: a gateway that never ends an event, or never ends, is cut off.
+        let bounded = res.bytes_stream().scan(0usize, |taken, chunk| {
+            let item = match chunk {
+                Ok(c) => {
+                    *taken += c.len();
+                    if *taken > MAX_TURN_BYTES {
+                        Err(format!("the answer is over {MAX_TURN_BYTES} bytes"))
+                    } else {
+                        Ok(c)
+                    }
+                }
+                Err(e) => Err(e.to_string()),
+            };
+            futures_util::future::ready(Some(item))
+        });
+        let mut events = Box::pin(bounded.eventsource());
         while let Some(event) = events.next().await {
             let event = event.map_err(|e| ClientError::Protocol(e.to_string()))?;
             let data: Value = serde_json::from_str(&event.data)
@@ -233,18 +296,22 @@ impl ChatClient {
         ))
     }
 
-    /// Keep the new cursor (and the old one, for undo) and read what is pending.
+    /// Keep the new cursor and read what is pending.
     fn finish(&mut self, done: &Value) -> Reply {
         let response = &done["response"];
         if let Some(c) = response["cursor"].as_str() {
-            self.earlier.push(self.cursor.take());
             self.cursor = Some(c.to_owned());
         }
         let message = &response["messages"][0];
-        let text = message["content"]["text"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
+        // One content item, or a list of them (a stop notice comes as a second item).
+        let text = match &message["content"] {
+            Value::Array(items) => items
+                .iter()
+                .filter_map(|i| i["text"].as_str())
+                .collect::<Vec<_>>()
+                .join("\n"),
+            one => one["text"].as_str().unwrap_or_default().to_owned(),
+        };
         let pending = message["actions"]
             .as_array()
             .into_iter()

@@ -117,6 +117,8 @@ pub struct Settings {
     #[serde(default)]
     pub rate_limits: RateLimitSettings,
     #[serde(default)]
+    pub playground: PlaygroundSettings,
+    #[serde(default)]
     pub providers: Vec<ProviderSettings>,
     #[serde(default)]
     pub agents: Vec<AgentSettings>,
@@ -199,6 +201,14 @@ impl Default for CursorSettings {
             allow_ephemeral_key: false,
         }
     }
+}
+
+/// `[playground]`: the browser page at `/playground`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PlaygroundSettings {
+    /// Serve the page (off by default).
+    pub enabled: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -5,6 +5,7 @@ pub mod body;
 pub mod cognite;
 pub mod health;
 pub mod openapi;
+pub mod playground;
 pub mod quant;
 pub mod report;
 pub mod request_id;
@@ -101,6 +102,14 @@ fn register(sink: &mut Sink<'_>) {
         vec![(get(), web::route().to(openapi::document))],
     );
     sink.resource::<Cognite>("/docs", vec![(get(), web::route().to(openapi::docs_root))]);
+    sink.resource::<Cognite>(
+        "/playground",
+        vec![(get(), web::route().to(playground::page))],
+    );
+    sink.resource::<Cognite>(
+        "/playground/agents",
+        vec![(get(), web::route().to(playground::agents))],
+    );
     sink.resource::<Cognite>(
         "/docs/{file:.*}",
         vec![(get(), web::route().to(openapi::docs_file))],

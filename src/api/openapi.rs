@@ -83,6 +83,8 @@ pub enum StreamEventType {
         document,
         docs_root,
         docs_file,
+        super::playground::page,
+        super::playground::agents,
     ),
     components(schemas(
         StreamEvent,

@@ -71,7 +71,7 @@ struct FileReader {
 
 /// A streamed chat-completions answer (the client always streams): the
 /// text in two pieces, or one tool call.
-fn sse(text: Option<&str>, call: Option<(&str, String)>) -> ResponseTemplate {
+pub fn sse(text: Option<&str>, call: Option<(&str, String)>) -> ResponseTemplate {
     let mut events = Vec::new();
     if let Some(text) = text {
         let (a, b) = text.split_at(text.len() / 2);
@@ -90,6 +90,7 @@ fn sse(text: Option<&str>, call: Option<(&str, String)>) -> ResponseTemplate {
         "stop"
     };
     events.push(json!({"choices": [{"index": 0, "delta": {}, "finish_reason": finish}]}));
+    events.push(json!({"choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 4}}));
     let mut body: String = events.iter().map(|e| format!("data: {e}\n\n")).collect();
     body.push_str("data: [DONE]\n\n");
     ResponseTemplate::new(200).set_body_raw(body, "text/event-stream")
@@ -204,4 +205,54 @@ async fn the_terminal_client_holds_a_two_turn_conversation_with_a_client_tool() 
     assert_eq!(state.turn, 3, "two user turns and the tool answer's turn");
     let bodies = received_bodies(&upstream).await;
     assert_eq!(bodies.len(), 3);
+}
+
+#[tokio::test]
+async fn undo_after_a_tool_turn_goes_back_to_before_its_message() {
+    let upstream = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(FileReader {
+            path: "/nonexistent".into(),
+        })
+        .mount(&upstream)
+        .await;
+    let app = spawn_app_with(Options {
+        upstream: Some(format!("{}/v1", upstream.uri())),
+        ..Default::default()
+    })
+    .await;
+    let mut client = ChatClient::new(&app.address, Some("p"), "gpt", None)
+        .with_tools(agentgate::client::default_tools());
+    client.say("hi", |_| {}).await.unwrap();
+    let before = client.cursor().unwrap().to_owned();
+    let asked = client.say("please read it", |_| {}).await.unwrap();
+    let [agentgate::client::Pending::ClientTool { action_id, .. }] = &asked.pending[..] else {
+        panic!("{:?}", asked.pending);
+    };
+    let done = client
+        .answer(
+            vec![agentgate::client::Answer::ToolResult {
+                action_id: action_id.clone(),
+                text: "nothing".into(),
+            }],
+            |_| {},
+        )
+        .await
+        .unwrap();
+    assert_eq!(done.text, "The file says: nothing");
+    // One undo takes back the whole tool turn, not just its last step.
+    assert!(client.undo());
+    assert_eq!(client.cursor(), Some(before.as_str()));
+    let next = client.say("again", |_| {}).await.unwrap();
+    assert_eq!(next.text, "Hello again, you said again");
+
+    // A turn abandoned while an action waits goes back to before its message.
+    let waiting = client.say("read once more", |_| {}).await.unwrap();
+    assert_eq!(waiting.pending.len(), 1);
+    let after_again = client.cursor().map(str::to_owned);
+    client.abandon_turn();
+    assert_ne!(client.cursor().map(str::to_owned), after_again);
+    let ok = client.say("fine", |_| {}).await.unwrap();
+    assert_eq!(ok.text, "Hello again, you said fine");
 }

@@ -4,6 +4,7 @@
 mod anthropic;
 mod anthropic_mock;
 mod auth;
+mod browser;
 mod chat;
 mod client;
 mod cluster;
@@ -18,6 +19,7 @@ mod mcp_server;
 mod openapi;
 mod operations;
 mod operator;
+mod playground;
 mod quant;
 mod quant_async;
 mod quant_sessions;

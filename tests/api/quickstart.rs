@@ -70,11 +70,26 @@ async fn every_command_of_the_quick_start_runs() {
         .filter(|l| !l.trim().is_empty())
         .collect();
     assert!(
-        unrun
-            .iter()
-            .all(|l| l.starts_with("cargo build --release") || l.starts_with("docker ")),
+        unrun.iter().all(|l| l.starts_with("cargo build --release")
+            || l.starts_with("docker ")
+            || l.starts_with("python3 -m venv")
+            || l.starts_with("pip install ")),
         "{unrun:?}"
     );
+    // The SDK versions the page tells people to install are the ones tested.
+    let pinned = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/sdk/requirements.txt"
+    ))
+    .unwrap();
+    for l in unrun.iter().filter(|l| l.starts_with("pip install ")) {
+        for package in l.split_whitespace().skip(2) {
+            assert!(
+                pinned.lines().any(|p| p == package),
+                "{package} is not in tests/sdk/requirements.txt"
+            );
+        }
+    }
     for b in &blocks {
         assert!(
             ["sh", "python", "toml", "console", "json"].contains(&b.lang.as_str()),
@@ -156,6 +171,12 @@ async fn every_command_of_the_quick_start_runs() {
         // The conversations in the page continue: their second turns saw 3 messages.
         if b.text.contains("Again") {
             assert!(stdout.contains("[3 messages seen]"), "block {i}: {stdout}");
+        }
+        if b.text.contains("agentgate chat") {
+            assert!(
+                stdout.contains("You said: Hello [1 messages seen]"),
+                "block {i}: {stdout}"
+            );
         }
         ran += 1;
     }
