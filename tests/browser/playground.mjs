@@ -76,6 +76,25 @@ try {
   check(Number(await page.textContent("#u-total")) > 0, "tokens are counted");
 
   await page.screenshot({ path: screenshot, fullPage: true });
+
+  // 4. Edit and resend the first message: the conversation forks from the
+  //    cursor it was sent with, and the later turns leave the page.
+  const forkFrom = await page.textContent("#c-size");
+  await page.getByRole("button", { name: /Edit and resend/ }).first().click();
+  check((await page.getByLabel("Message", { exact: true }).inputValue()) === "hello there", "the message is back in the box");
+  check((await page.locator(".msg").count()) === 0, "the later turns left the page");
+  await page.getByLabel("Message", { exact: true }).fill("hello again");
+  await page.keyboard.press("Enter");
+  await page.getByText("Nice to meet you, hello again").waitFor();
+  check((await page.locator(".msg.agent").count()) === 1, "one turn in the fork");
+  check((await page.textContent("#c-size")) !== forkFrom, "a new cursor");
+
+  // 5. The Quant API: a session instead of a cursor.
+  await page.getByLabel("API").selectOption("quant");
+  await page.getByLabel("Message", { exact: true }).fill("hello quant");
+  await page.keyboard.press("Enter");
+  await page.getByText("Nice to meet you, hello quant").waitFor();
+  check((await page.textContent("#c-session")).length > 8, "the session is shown");
   check(failed.length === 0, "failed requests or page errors: " + failed.join(", "));
   console.log("playground: ok (" + pieces + " pieces)");
 } finally {
