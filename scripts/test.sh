@@ -5,7 +5,10 @@
 # the Dockerfile, the nginx settings), formatting and lints, and runs every
 # test: unit, integration against real mock upstreams and real redis-server
 # processes, clusters of real replicas behind real nginx started by
-# scripts/cluster, the cognite-sdk and quantcdn-client end-to-end tests,
+# scripts/cluster, the playground in headless Chromium (Debian's chromium with
+# playwright-core from npm), the terminal client through a pseudo-terminal,
+# every command of docs/quickstart.md, the cognite-sdk and quantcdn-client
+# end-to-end tests,
 # schemathesis against /openapi.json, the criterion benches in their quick test
 # mode, and bench/run.py's smoke mode, which needs wrk. It leaves no services
 # running: each test starts what it needs (gateways, mock upstreams,

@@ -1232,17 +1232,19 @@ impl Settings {
             .map(|p| (p.name.as_str(), p.kind))
             .collect();
         let mut ids = HashSet::new();
-        // Each agent's first problem: one bad agent does not hide the others'.
+        // Every problem of every agent (a few checks that later ones depend on
+        // stop that agent's checks early).
         let mut problems = Vec::new();
         for (i, a) in self.agents.iter().enumerate() {
+            let mut errs = Vec::new();
             let mut check = || -> Result<(), ConfigError> {
                 let key = |field: &str| format!("agents[{i}].{field}");
                 crate::ids::check("agent id", &a.id).map_err(|e| invalid(key("id"), e))?;
                 if !ids.insert(a.id.as_str()) {
-                    return Err(invalid(key("id"), format!("{:?} is not unique", a.id)));
+                    errs.push(invalid(key("id"), format!("{:?} is not unique", a.id)));
                 }
                 if !names.contains(a.provider.as_str()) {
-                    return Err(invalid(
+                    errs.push(invalid(
                         key("provider"),
                         format!("no provider named {:?}", a.provider),
                     ));
@@ -1250,13 +1252,13 @@ impl Settings {
                 let mut chain: HashSet<&str> = HashSet::from([a.provider.as_str()]);
                 for f in &a.fallback_providers {
                     if !names.contains(f.as_str()) {
-                        return Err(invalid(
+                        errs.push(invalid(
                             key("fallback_providers"),
                             format!("no provider named {f:?}"),
                         ));
                     }
                     if !chain.insert(f.as_str()) {
-                        return Err(invalid(
+                        errs.push(invalid(
                             key("fallback_providers"),
                             format!("{f:?} appears twice in the route"),
                         ));
@@ -1264,13 +1266,13 @@ impl Settings {
                 }
                 for (provider, model) in &a.fallback_models {
                     if !a.fallback_providers.contains(provider) {
-                        return Err(invalid(
+                        errs.push(invalid(
                             key("fallback_models"),
                             format!("{provider:?} is not one of fallback_providers"),
                         ));
                     }
                     if model.is_empty() {
-                        return Err(invalid(key("fallback_models"), "a model must not be empty"));
+                        errs.push(invalid(key("fallback_models"), "a model must not be empty"));
                     }
                 }
                 for (field, v) in [
@@ -1280,29 +1282,29 @@ impl Settings {
                     ("total_timeout_ms", a.total_timeout_ms),
                 ] {
                     if v.is_some_and(|v| !(1..=MAX_TIMEOUT_MS).contains(&v)) {
-                        return Err(invalid(key(field), "must be 1 to 3600000"));
+                        errs.push(invalid(key(field), "must be 1 to 3600000"));
                     }
                 }
                 if a.thinking_budget_tokens.is_some_and(|b| b < 1024) {
-                    return Err(invalid(
+                    errs.push(invalid(
                         key("thinking_budget_tokens"),
                         "must be at least 1024",
                     ));
                 }
                 if a.model.is_empty() {
-                    return Err(invalid(key("model"), "must not be empty"));
+                    errs.push(invalid(key("model"), "must not be empty"));
                 }
                 if let Some(t) = a.temperature
                     && !(0.0..=2.0).contains(&t)
                 {
-                    return Err(invalid(key("temperature"), "must be between 0 and 2"));
+                    errs.push(invalid(key("temperature"), "must be between 0 and 2"));
                 }
                 if a.max_tokens == Some(0) {
-                    return Err(invalid(key("max_tokens"), "must be at least 1"));
+                    errs.push(invalid(key("max_tokens"), "must be at least 1"));
                 }
                 for t in &a.tools {
                     if !tool_names.contains(t.as_str()) {
-                        return Err(invalid(
+                        errs.push(invalid(
                             key("tools"),
                             format!("no tool named {t:?} (built-ins: clock, calculator)"),
                         ));
@@ -1313,7 +1315,7 @@ impl Settings {
                         crate::llm::params::ToolChoice::parse(choice)
                     && !a.tools.contains(&name)
                 {
-                    return Err(invalid(
+                    errs.push(invalid(
                         key("tool_choice"),
                         format!(
                             "{name:?} is not auto, required, none or one of this agent's tools"
@@ -1348,7 +1350,7 @@ impl Settings {
                     let thinking = a.thinking_budget_tokens.is_some()
                         || crate::llm::params::thinking_budget(Some(&a.params)).is_some();
                     if kind == ProviderKind::Anthropic && forced && thinking {
-                        return Err(invalid(
+                        errs.push(invalid(
                             key("tool_choice"),
                             format!(
                                 "provider {provider:?} cannot force a tool call while thinking is \
@@ -1358,20 +1360,22 @@ impl Settings {
                     }
                 }
                 if a.max_steps == 0 || a.max_steps > 100 {
-                    return Err(invalid(key("max_steps"), "must be 1 to 100"));
+                    errs.push(invalid(key("max_steps"), "must be 1 to 100"));
                 }
                 if a.max_turn_seconds == 0 || a.max_turn_seconds > 3600 {
-                    return Err(invalid(key("max_turn_seconds"), "must be 1 to 3600"));
+                    errs.push(invalid(key("max_turn_seconds"), "must be 1 to 3600"));
                 }
                 if a.history_budget_bytes < 1024 || a.history_budget_bytes > MAX_PLAINTEXT {
-                    return Err(invalid(
+                    errs.push(invalid(
                         key("history_budget_bytes"),
                         format!("must be 1024 to {MAX_PLAINTEXT}"),
                     ));
                 }
                 Ok(())
             };
-            if let Err(e) = check() {
+            let result = check();
+            problems.append(&mut errs);
+            if let Err(e) = result {
                 problems.push(e);
             }
         }

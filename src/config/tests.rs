@@ -428,3 +428,17 @@ fn the_deploy_configs_are_valid() {
         assert!(!s.cursor.allow_ephemeral_key, "{file}");
     }
 }
+
+#[test]
+fn every_problem_of_an_agent_is_reported() {
+    let text = format!("{MINIMAL}temperature = 9.0\nmax_steps = 0\nmodel = \"\"\n")
+        .replace("model = \"scripted-1\"\n", "");
+    let e = Settings::from_toml(&text).unwrap_err().to_string();
+    for key in [
+        "agents[0].temperature",
+        "agents[0].max_steps",
+        "agents[0].model",
+    ] {
+        assert!(e.contains(key), "{key} in {e}");
+    }
+}
