@@ -1310,10 +1310,10 @@ impl Settings {
                         ));
                     }
                 }
-                if let Some(choice) = a.tool_choice.as_deref()
-                    && let crate::llm::params::ToolChoice::Tool(name) =
-                        crate::llm::params::ToolChoice::parse(choice)
-                    && !a.tools.contains(&name)
+                use crate::llm::params::{self, ToolChoice};
+                let choice = a.tool_choice.as_deref().map(ToolChoice::parse);
+                if let Some(ToolChoice::Tool(name)) = &choice
+                    && !a.tools.contains(name)
                 {
                     errs.push(invalid(
                         key("tool_choice"),
@@ -1322,7 +1322,10 @@ impl Settings {
                         ),
                     ));
                 }
-                let fields = crate::llm::params::AgentFields {
+                let forced = choice.as_ref().is_some_and(ToolChoice::forces_a_tool);
+                let thinking = a.thinking_budget_tokens.is_some()
+                    || params::thinking_budget(Some(&a.params)).is_some();
+                let fields = params::AgentFields {
                     max_tokens: a.max_tokens,
                     thinking_budget: a.thinking_budget_tokens,
                 };
@@ -1334,21 +1337,12 @@ impl Settings {
                     if !checked.insert(kind) {
                         continue;
                     }
-                    crate::llm::params::check(kind, &a.params, fields).map_err(|e| {
+                    params::check(kind, &a.params, fields).map_err(|e| {
                         invalid(
                             key(&format!("params.{}", e.key)),
                             format!("{} (provider {provider:?})", e.message),
                         )
                     })?;
-                    let forced = a.tool_choice.as_deref().is_some_and(|c| {
-                        !matches!(
-                            crate::llm::params::ToolChoice::parse(c),
-                            crate::llm::params::ToolChoice::Auto
-                                | crate::llm::params::ToolChoice::None
-                        )
-                    });
-                    let thinking = a.thinking_budget_tokens.is_some()
-                        || crate::llm::params::thinking_budget(Some(&a.params)).is_some();
                     if kind == ProviderKind::Anthropic && forced && thinking {
                         errs.push(invalid(
                             key("tool_choice"),

@@ -49,6 +49,11 @@ pub enum CallChoice<'a> {
 }
 
 impl ToolChoice {
+    /// Whether the model must call a tool (`required`, or a named tool).
+    pub fn forces_a_tool(&self) -> bool {
+        matches!(self, Self::Required | Self::Tool(_))
+    }
+
     /// The choice for a model call. A forced choice (`required` or a tool)
     /// applies to a call that answers the user; a call that follows tool
     /// results gets `auto`, or the model could only ever call tools again
