@@ -307,6 +307,16 @@ impl std::fmt::Debug for RedisStore {
     }
 }
 
+/// The connection manager's bounds: a short connect, the operation timeout,
+/// and `retries` reconnects before an error.
+fn manager_config(retries: usize) -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_millis(500)))
+        .set_response_timeout(Some(OP_TIMEOUT))
+        .set_number_of_retries(retries)
+        .set_max_delay(Duration::from_millis(500))
+}
+
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
@@ -438,25 +448,16 @@ impl RedisStore {
     async fn connect(&self) -> Result<Connection, StoreError> {
         let connect = async {
             match &self.client {
-                Client::Single(client) => {
-                    let config = ConnectionManagerConfig::new()
-                        .set_connection_timeout(Some(Duration::from_millis(500)))
-                        .set_response_timeout(Some(OP_TIMEOUT))
-                        .set_number_of_retries(1)
-                        .set_max_delay(Duration::from_millis(500));
-                    client
-                        .get_connection_manager_with_config(config)
-                        .await
-                        .map(Connection::Single)
-                }
+                Client::Single(client) => client
+                    .get_connection_manager_with_config(manager_config(1))
+                    .await
+                    .map(Connection::Single),
+                // No reconnecting to a primary that may be gone: a failure
+                // asks the Sentinels again (`forget_primary`).
                 Client::Sentinel(sentinel) => {
                     let primary = sentinel.lock().await.async_get_client().await?;
-                    let config = ConnectionManagerConfig::new()
-                        .set_connection_timeout(Some(Duration::from_millis(500)))
-                        .set_response_timeout(Some(OP_TIMEOUT))
-                        .set_number_of_retries(0);
                     primary
-                        .get_connection_manager_with_config(config)
+                        .get_connection_manager_with_config(manager_config(0))
                         .await
                         .map(Connection::Single)
                 }
