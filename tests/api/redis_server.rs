@@ -45,19 +45,8 @@ impl RedisServer {
             port,
             dir,
         };
-        for _ in 0..100 {
-            if let Ok(client) = redis::Client::open(server.url())
-                && let Ok(mut c) = client.get_multiplexed_async_connection().await
-                && redis::cmd("PING")
-                    .query_async::<String>(&mut c)
-                    .await
-                    .is_ok()
-            {
-                return server;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("redis-server did not start on port {port}");
+        until(port, &["PING"], "PONG", 100).await;
+        server
     }
 
     pub fn url(&self) -> String {
@@ -147,7 +136,7 @@ impl RedisCluster {
             _dir: dir,
         };
         for port in &cluster.ports {
-            cluster.wait(*port, "PING", "PONG").await;
+            until(*port, &["PING"], "PONG", 200).await;
         }
         let addresses: Vec<String> = cluster
             .ports
@@ -170,33 +159,9 @@ impl RedisCluster {
         );
         // Every node must agree the cluster is up before clients use it.
         for port in &cluster.ports {
-            cluster
-                .wait(*port, "CLUSTER INFO", "cluster_state:ok")
-                .await;
+            until(*port, &["CLUSTER", "INFO"], "cluster_state:ok", 200).await;
         }
         cluster
-    }
-
-    /// Poll `command` on the node at `port` until its answer contains `want`.
-    async fn wait(&self, port: u16, command: &str, want: &str) {
-        let url = format!("redis://127.0.0.1:{port}/");
-        for _ in 0..200 {
-            if let Ok(client) = redis::Client::open(url.as_str())
-                && let Ok(mut c) = client.get_multiplexed_async_connection().await
-            {
-                let mut cmd = redis::cmd(command.split(' ').next().unwrap_or_default());
-                for arg in command.split(' ').skip(1) {
-                    cmd.arg(arg);
-                }
-                if let Ok(answer) = cmd.query_async::<String>(&mut c).await
-                    && answer.contains(want)
-                {
-                    return;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("redis node {port} never answered {command} with {want}");
     }
 
     /// The seed nodes as `[store] url`: comma-separated, which selects the cluster client.
@@ -249,9 +214,10 @@ fn text(v: &redis::Value) -> String {
     }
 }
 
-/// Poll until `args` on `port` answers text containing `want` (bounded).
-async fn until(port: u16, args: &[&str], want: &str) {
-    for _ in 0..600 {
+/// Poll until `args` on `port` answers text containing `want`, at most
+/// `tries` times, 50 ms apart.
+async fn until(port: u16, args: &[&str], want: &str, tries: u32) {
+    for _ in 0..tries {
         if let Some(v) = query(port, args).await
             && text(&v).contains(want)
         {
@@ -301,6 +267,7 @@ impl RedisSentinel {
             replica_port,
             &["INFO", "replication"],
             "master_link_status:up",
+            600,
         )
         .await;
         // Sentinel rewrites its config file, so it gets its own copy.
@@ -335,6 +302,7 @@ impl RedisSentinel {
             sentinel_port,
             &["SENTINEL", "REPLICAS", "mymaster"],
             &replica_port.to_string(),
+            600,
         )
         .await;
         me
@@ -362,6 +330,7 @@ impl RedisSentinel {
             self.sentinel_port,
             &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", "mymaster"],
             &self.replica_port.to_string(),
+            600,
         )
         .await;
     }
