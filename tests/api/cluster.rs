@@ -133,14 +133,41 @@ impl Cluster {
         }
     }
 
+    fn log_path(&self, index: u32) -> PathBuf {
+        self.dir
+            .path()
+            .join("state")
+            .join(format!("replica-{index}.log"))
+    }
+
     pub fn log(&self, index: u32) -> String {
-        std::fs::read_to_string(
-            self.dir
-                .path()
-                .join("state")
-                .join(format!("replica-{index}.log")),
-        )
-        .unwrap_or_default()
+        std::fs::read_to_string(self.log_path(index)).unwrap_or_default()
+    }
+
+    /// Waits until `found` sees what it looks for in the replicas' logs, and
+    /// returns it; `None` after 30 s. A replica buffers its log lines and
+    /// writes them out every 20 ms (longer on a busy machine), so a line
+    /// about something that has just happened may not be in the file yet.
+    pub async fn in_logs<T>(&self, found: impl Fn(&Self) -> Option<T>) -> Option<T> {
+        for _ in 0..3_000 {
+            if let Some(t) = found(self) {
+                return Some(t);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        None
+    }
+
+    /// The replica whose log says it started the job `request_id`, other than `except`.
+    pub fn job_runner(&self, request_id: &str, except: Option<u32>) -> Option<u32> {
+        let replicas = (1..).take_while(|i| self.log_path(*i).exists()).count() as u32;
+        (1..=replicas).find(|&i| {
+            Some(i) != except
+                && self
+                    .log(i)
+                    .lines()
+                    .any(|l| l.contains("job started") && l.contains(request_id))
+        })
     }
 
     /// The end of nginx's error log, for failure messages.
@@ -372,10 +399,10 @@ async fn conversations_sessions_and_async_jobs_cross_replicas_through_nginx() {
     // And some replica's worker ran it.
     let request_id = accepted["requestId"].as_str().unwrap();
     assert!(
-        (1..=3).any(|i| cluster
-            .log(i)
-            .lines()
-            .any(|l| l.contains("job started") && l.contains(request_id))),
+        cluster
+            .in_logs(|c| c.job_runner(request_id, None))
+            .await
+            .is_some(),
         "no replica logged running {request_id}"
     );
 }
@@ -544,11 +571,10 @@ async fn a_key_rotation_rolled_through_every_replica_under_load_fails_no_turn() 
     }
     // The replicas really were restarted (new pids each roll).
     for i in 1..=3 {
-        let log = cluster.log(i);
-        assert!(
-            log.matches("listening").count() >= 4,
-            "replica {i} started four times"
-        );
+        let started = cluster
+            .in_logs(|c| (c.log(i).matches("listening").count() >= 4).then_some(()))
+            .await;
+        assert!(started.is_some(), "replica {i} started four times");
     }
 }
 
@@ -609,21 +635,10 @@ async fn a_replica_killed_under_load_fails_no_turn_and_its_async_job_completes_e
     assert_eq!(res.status(), 202);
     let accepted: Value = res.json().await.unwrap();
     let request_id = accepted["requestId"].as_str().unwrap().to_owned();
-    let holder = 'find: {
-        for _ in 0..3_000 {
-            for i in 1..=3 {
-                if cluster
-                    .log(i)
-                    .lines()
-                    .any(|l| l.contains("job started") && l.contains(&request_id))
-                {
-                    break 'find i;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("no replica started the job");
-    };
+    let holder = cluster
+        .in_logs(|c| c.job_runner(&request_id, None))
+        .await
+        .expect("no replica started the job");
     for _ in 0..3_000 {
         if gate.calls.load(Ordering::SeqCst) >= 1 {
             break;
@@ -687,13 +702,9 @@ async fn a_replica_killed_under_load_fails_no_turn_and_its_async_job_completes_e
     }
     assert_eq!(done["status"], "complete", "{done}");
     assert_eq!(done["result"]["response"]["content"], "through the gate");
-    let runner = (1..=3).find(|&i| {
-        i != holder
-            && cluster
-                .log(i)
-                .lines()
-                .any(|l| l.contains("job started") && l.contains(&request_id))
-    });
+    let runner = cluster
+        .in_logs(|c| c.job_runner(&request_id, Some(holder)))
+        .await;
     assert!(runner.is_some(), "another replica ran the job");
     assert!(gate.calls.load(Ordering::SeqCst) >= 2);
 
