@@ -236,6 +236,17 @@ fn malformed_tokens_are_invalid() {
         kat_open(&format!("cv0.test-k1.{body}")),
         Err(CursorError::Invalid(_))
     ));
+    // A valid token with a part added is a bad shape, wherever the part goes.
+    for extended in [
+        format!("{KAT_TOKEN}.x"),
+        format!("{KAT_TOKEN}."),
+        format!("cv1.test-k1.x.{body}"),
+    ] {
+        assert!(matches!(
+            kat_open(&extended),
+            Err(CursorError::Invalid(InvalidReason::Shape))
+        ));
+    }
 }
 
 #[test]
@@ -738,6 +749,9 @@ fn validly_sealed_bad_claims_are_rejected() {
         good.replace(r#""pending":[]"#, r#""pending":[],"extra":true"#),
         good.replace(r#""text":"hello""#, r#""text":"hello","x":1"#),
         good.replace(r#""oiat":1767222000"#, r#""oiat":1767222001"#),
+        good.replace(r#""turn":1"#, r#""turn":1,"turn":1"#),
+        format!("{good}{{}}"),
+        good.replace(r#""hello""#, r#""hel\ud800lo""#),
         good.replace(r#""pending":[]"#, &format!(r#""pending":{deep}"#)),
         good.replace(
             r#""hist":[{"user":{"parts":[{"text":{"text":"hello"}}]}}]"#,
@@ -759,6 +773,16 @@ fn validly_sealed_bad_claims_are_rejected() {
             &json[..json.len().min(200)]
         );
     }
+    // Bytes that are not UTF-8 inside a string.
+    let mut pt = good.replace("hello", "hel\u{1}lo").into_bytes();
+    let at = pt.iter().position(|&b| b == 1).unwrap();
+    pt[at] = 0xff;
+    token::pad(&mut pt);
+    let t = token::seal(token::Purpose::Cursor, c.keyring(), KAT_EXP, &CTX, &pt);
+    assert_eq!(
+        c.open(&t, &CTX, KAT_NOW).err(),
+        Some(CursorError::Invalid(InvalidReason::Claims))
+    );
     // Padding that is not spaces.
     let mut pt = good.as_bytes().to_vec();
     pt.resize(256, b'\n');
@@ -1006,6 +1030,91 @@ mod property_tests {
             token[i] = byte;
             let edited = String::from_utf8_lossy(&token).into_owned();
             prop_assert!(token::open(token::Purpose::Cursor, &kat_keyring(), &edited, &CTX, KAT_NOW).is_err());
+        }
+    }
+}
+
+/// Claims are written by sonic-rs; their bytes are exactly serde_json's, for
+/// every character of the first three UTF-8 lengths and a sample of the
+/// fourth (escaping depends on ASCII bytes only), each at a block boundary
+/// and between others, and for random states.
+#[test]
+fn claims_are_written_byte_for_byte_as_serde_json_writes_them() {
+    let mut state = sample_state(KAT_NOW);
+    let mut text = String::new();
+    let chars = (0..0x1_0000).chain((0x1_0000..=0x10_ffff).step_by(251));
+    for c in chars.filter_map(char::from_u32) {
+        text.clear();
+        text.push_str(&"x".repeat(31));
+        text.push(c);
+        text.push_str("a\"b");
+        text.push(c);
+        state.history = vec![HistoryItem::user_text(text.clone())];
+        state.cfg = c.to_string();
+        let sonic = serialize(&state, KAT_NOW).unwrap();
+        let serde = serde_json::to_vec(&claims::ClaimsRef::new(&state, KAT_NOW)).unwrap();
+        assert_eq!(&sonic[..], &serde[..], "U+{:04X}", c as u32);
+    }
+}
+
+mod claims_bytes {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::domain::{AssistantPart, ToolCall};
+
+    fn item() -> impl Strategy<Value = HistoryItem> {
+        let s = || any::<String>();
+        prop_oneof![
+            prop::collection::vec(
+                prop_oneof![
+                    s().prop_map(|text| UserPart::Text { text }),
+                    (s(), s()).prop_map(|(media_type, data)| UserPart::Image { media_type, data }),
+                ],
+                0..3
+            )
+            .prop_map(|parts| HistoryItem::User { parts }),
+            (
+                prop::collection::vec(s().prop_map(|text| AssistantPart::Text { text }), 0..3),
+                prop::collection::vec(
+                    (s(), s(), s()).prop_map(|(id, name, arguments)| ToolCall {
+                        id,
+                        name,
+                        arguments
+                    }),
+                    0..3
+                )
+            )
+                .prop_map(|(parts, tool_calls)| HistoryItem::Assistant { parts, tool_calls }),
+            (s(), s(), s(), any::<bool>()).prop_map(|(call_id, name, content, is_error)| {
+                HistoryItem::ToolResult {
+                    call_id,
+                    name,
+                    content,
+                    is_error,
+                }
+            }),
+            (s(), s()).prop_map(|(provider, blob)| HistoryItem::Reasoning { provider, blob }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn random_states_serialise_as_serde_json_does_and_open_again(
+            hist in prop::collection::vec(item(), 0..6),
+            cfg in any::<String>(),
+            turn in 0..=claims::MAX_TURN,
+            iat in any::<i64>(),
+        ) {
+            let mut state = sample_state(KAT_NOW);
+            state.history = hist;
+            state.cfg = cfg;
+            state.turn = turn;
+            let sonic = serialize(&state, iat).unwrap();
+            let serde = serde_json::to_vec(&claims::ClaimsRef::new(&state, iat)).unwrap();
+            prop_assert_eq!(&sonic[..], &serde[..]);
+            let back: claims::Claims = serde_json::from_slice(&sonic).unwrap();
+            prop_assert_eq!(back.into_state(), state);
         }
     }
 }

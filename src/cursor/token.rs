@@ -195,6 +195,35 @@ impl std::io::Write for Plaintext {
     }
 }
 
+/// sonic-rs writes a string's escaped form straight into the buffer's spare
+/// capacity: it asks for room for the worst case (six bytes per input byte),
+/// copies 32-byte blocks that may run past what it then keeps, and marks
+/// what it kept as written. Growing goes through [`Plaintext::reserve`], so
+/// an outgrown allocation is wiped, and the spare capacity it wrote into is
+/// wiped with the buffer on drop.
+impl sonic_rs::writer::WriteExt for Plaintext {
+    fn reserve_with(
+        &mut self,
+        additional: usize,
+    ) -> std::io::Result<&mut [std::mem::MaybeUninit<u8>]> {
+        self.reserve(additional);
+        Ok(&mut self.0.spare_capacity_mut()[..additional])
+    }
+
+    unsafe fn flush_len(&mut self, additional: usize) -> std::io::Result<()> {
+        let len = self.0.len() + additional;
+        assert!(
+            len <= self.0.capacity(),
+            "sonic-rs kept more than it reserved"
+        );
+        // SAFETY: the caller (sonic-rs) has initialised the first
+        // `additional` bytes of the spare capacity `reserve_with` returned,
+        // and the new length is within the capacity (checked above).
+        unsafe { self.0.set_len(len) };
+        Ok(())
+    }
+}
+
 impl std::ops::Deref for Plaintext {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
@@ -238,10 +267,13 @@ pub fn open(
     if token.is_empty() {
         return Err(CursorError::Invalid(R::Empty));
     }
-    let mut parts = token.split('.');
-    let (Some(version), Some(kid), Some(body), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
+    // The two dots are found from the front; the body is not scanned for a
+    // third (a long cursor is mostly body): base64url has no '.', so a token
+    // of more parts fails to decode below and is reported as a bad shape.
+    let Some((version, rest)) = token.split_once('.') else {
+        return Err(CursorError::Invalid(R::Shape));
+    };
+    let Some((kid, body)) = rest.split_once('.') else {
         return Err(CursorError::Invalid(R::Shape));
     };
     if version != VERSION {
@@ -255,11 +287,13 @@ pub fn open(
     // Decryption happens in place and, in aes-gcm, before the tag is
     // compared: a buffer whose tag fails holds real plaintext too (a valid
     // token replayed in another context). It is wiped on every path.
-    let mut payload = Plaintext(
-        URL_SAFE_NO_PAD
-            .decode_to_vec(body)
-            .map_err(|_| CursorError::Invalid(R::Encoding))?,
-    );
+    let mut payload = Plaintext(URL_SAFE_NO_PAD.decode_to_vec(body).map_err(|_| {
+        CursorError::Invalid(if body.contains('.') {
+            R::Shape
+        } else {
+            R::Encoding
+        })
+    })?);
     if payload.len() < OVERHEAD + PAD_BUCKET
         || !(payload.len() - OVERHEAD).is_multiple_of(PAD_BUCKET)
     {
