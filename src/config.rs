@@ -705,8 +705,10 @@ impl Settings {
     }
 
     /// Check every cross-field rule once, naming the key that breaks it.
-    /// Every section is checked, and every section's first problem is
-    /// reported (one error, or [`ConfigError::Many`]), each naming its key.
+    /// Every section is checked in full and every problem is reported (one
+    /// error, or [`ConfigError::Many`]), each naming its key; a check that
+    /// needs an earlier value (a URL's host needs the URL to parse) is
+    /// skipped when that value is already reported.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
         for check in [
@@ -719,46 +721,39 @@ impl Settings {
             Self::validate_auth,
             Self::validate_rate_limits,
         ] {
-            if let Err(e) = check(self) {
-                problems.push(e);
-            }
+            check(self, &mut problems);
         }
         // Agents are checked against the names that were configured, even
         // where their sections have problems of their own.
-        let providers = self.validate_providers().unwrap_or_else(|e| {
-            problems.push(e);
-            self.providers.iter().map(|p| p.name.as_str()).collect()
-        });
-        let tools = self.validate_tools().unwrap_or_else(|e| {
-            problems.push(e);
-            ["clock", "calculator"]
-                .into_iter()
-                .chain(self.tools.iter().map(|t| t.name.as_str()))
-                .collect()
-        });
+        let before = problems.len();
+        let mut providers = self.validate_providers(&mut problems);
+        if problems.len() > before {
+            providers.extend(self.providers.iter().map(|p| p.name.as_str()));
+        }
+        let before = problems.len();
+        let mut tools = self.validate_tools(&mut problems);
+        if problems.len() > before {
+            tools.extend(self.tools.iter().map(|t| t.name.as_str()));
+        }
         match self.validate_agents(&providers, &tools) {
             Ok(()) => {}
             Err(ConfigError::Many(each)) => problems.extend(each),
             Err(e) => problems.push(e),
         }
-        match problems.len() {
-            0 => Ok(()),
-            1 => Err(problems.remove(0)),
-            _ => Err(ConfigError::Many(problems)),
-        }
+        many(problems)
     }
 
     /// `[server]`.
-    fn validate_server(&self) -> Result<(), ConfigError> {
+    fn validate_server(&self, p: &mut Vec<ConfigError>) {
         let s = &self.server;
-        s.listen.parse::<SocketAddr>().map_err(|e| {
-            invalid(
+        if let Err(e) = s.listen.parse::<SocketAddr>() {
+            p.push(invalid(
                 "server.listen",
                 format!("{:?} is not an address: {e}", s.listen),
-            )
-        })?;
+            ));
+        }
         if s.max_body_bytes < MIN_BODY_BYTES {
-            return Err(invalid(
+            p.push(invalid(
                 "server.max_body_bytes",
                 format!(
                     "must be at least {MIN_BODY_BYTES} so that the largest cursor fits in a request"
@@ -766,49 +761,47 @@ impl Settings {
             ));
         }
         if s.shutdown_grace_seconds > 3600 {
-            return Err(invalid(
+            p.push(invalid(
                 "server.shutdown_grace_seconds",
                 "must be 0 to 3600",
             ));
         }
         if s.workers > 1024 {
-            return Err(invalid(
+            p.push(invalid(
                 "server.workers",
                 "must be 0 (one per core) to 1024",
             ));
         }
         if !(1..=10_000).contains(&s.replicas) {
-            return Err(invalid("server.replicas", "must be 1 to 10000"));
+            p.push(invalid("server.replicas", "must be 1 to 10000"));
         }
         if !(1..=3600).contains(&s.body_timeout_seconds) {
-            return Err(invalid("server.body_timeout_seconds", "must be 1 to 3600"));
+            p.push(invalid("server.body_timeout_seconds", "must be 1 to 3600"));
         }
         if !(1..=1_000_000).contains(&s.max_connections) {
-            return Err(invalid("server.max_connections", "must be 1 to 1000000"));
+            p.push(invalid("server.max_connections", "must be 1 to 1000000"));
         }
-        if let Some(p) = &s.default_project {
-            crate::ids::check("default project", p)
-                .map_err(|e| invalid("server.default_project", e))?;
+        if let Some(project) = &s.default_project
+            && let Err(e) = crate::ids::check("default project", project)
+        {
+            p.push(invalid("server.default_project", e));
         }
         if let Some(r) = &s.replica_id
             && actix_web::http::header::HeaderValue::from_str(r).is_err()
         {
-            return Err(invalid(
+            p.push(invalid(
                 "server.replica_id",
                 "must be visible ASCII (it is sent as a header)",
             ));
         }
-        Ok(())
     }
 
     /// `[rate_limits]` and the keys' own limits.
-    fn validate_rate_limits(&self) -> Result<(), ConfigError> {
+    fn validate_rate_limits(&self, p: &mut Vec<ConfigError>) {
         let r = &self.rate_limits;
-        let check = |key: String, v: u64| {
+        let mut check = |key: String, v: u64| {
             if v > MAX_RATE {
-                Err(invalid(key, format!("must be 0 (no limit) to {MAX_RATE}")))
-            } else {
-                Ok(())
+                p.push(invalid(key, format!("must be 0 (no limit) to {MAX_RATE}")));
             }
         };
         for (key, v) in [
@@ -818,11 +811,9 @@ impl Settings {
             ("key_requests_per_minute", r.key_requests_per_minute),
             ("key_tokens_per_minute", r.key_tokens_per_minute),
         ] {
-            check(format!("rate_limits.{key}"), v)?;
+            check(format!("rate_limits.{key}"), v);
         }
         for (tenant, t) in &r.tenants {
-            crate::ids::check("tenant", tenant)
-                .map_err(|e| invalid(format!("rate_limits.tenants.{tenant}"), e))?;
             for (key, v) in [
                 ("requests_per_minute", t.requests_per_minute),
                 ("tokens_per_minute", t.tokens_per_minute),
@@ -831,7 +822,7 @@ impl Settings {
                 check(
                     format!("rate_limits.tenants.{tenant}.{key}"),
                     v.unwrap_or(0),
-                )?;
+                );
             }
         }
         for (i, k) in self.auth.api_keys.iter().enumerate() {
@@ -839,109 +830,107 @@ impl Settings {
                 ("requests_per_minute", k.requests_per_minute),
                 ("tokens_per_minute", k.tokens_per_minute),
             ] {
-                check(format!("auth.api_keys[{i}].{key}"), v.unwrap_or(0))?;
+                check(format!("auth.api_keys[{i}].{key}"), v.unwrap_or(0));
             }
         }
-        Ok(())
+        for tenant in r.tenants.keys() {
+            if let Err(e) = crate::ids::check("tenant", tenant) {
+                p.push(invalid(format!("rate_limits.tenants.{tenant}"), e));
+            }
+        }
     }
 
     /// `[log]`.
-    fn validate_log(&self) -> Result<(), ConfigError> {
-        crate::telemetry::filter(&self.log.level)
-            .map_err(|e| invalid("log.level", format!("{:?}: {e}", self.log.level)))?;
-        Ok(())
+    fn validate_log(&self, p: &mut Vec<ConfigError>) {
+        if let Err(e) = crate::telemetry::filter(&self.log.level) {
+            p.push(invalid("log.level", format!("{:?}: {e}", self.log.level)));
+        }
     }
 
     /// `[cursor]`.
-    fn validate_cursor(&self) -> Result<(), ConfigError> {
+    fn validate_cursor(&self, p: &mut Vec<ConfigError>) {
         let c = &self.cursor;
         if c.ttl_seconds == 0 || c.ttl_seconds > MAX_TTL {
-            return Err(invalid(
+            p.push(invalid(
                 "cursor.ttl_seconds",
                 format!("must be 1 to {MAX_TTL}"),
             ));
         }
         if c.max_conversation_age_seconds == 0 {
-            return Err(invalid(
+            p.push(invalid(
                 "cursor.max_conversation_age_seconds",
                 "must be at least 1",
             ));
         }
-        Ok(())
     }
 
     /// `[sessions]`, against `[cursor]`.
-    fn validate_sessions(&self) -> Result<(), ConfigError> {
+    fn validate_sessions(&self, p: &mut Vec<ConfigError>) {
         if self.sessions.ttl_seconds == 0 || self.sessions.ttl_seconds > MAX_TTL {
-            return Err(invalid(
+            p.push(invalid(
                 "sessions.ttl_seconds",
                 format!("must be 1 to {MAX_TTL}"),
             ));
         }
         if self.session_max_age() < self.sessions.ttl_seconds {
-            return Err(invalid(
+            p.push(invalid(
                 "sessions.max_age_seconds",
                 "must be at least sessions.ttl_seconds",
             ));
-        }
-        if self.session_max_age() > self.cursor.max_conversation_age_seconds {
-            return Err(invalid(
+        } else if self.session_max_age() > self.cursor.max_conversation_age_seconds {
+            p.push(invalid(
                 "sessions.max_age_seconds",
                 "must not exceed cursor.max_conversation_age_seconds (the session's conversation would expire first)",
             ));
         }
-        Ok(())
     }
 
     /// `[jobs]`.
-    fn validate_jobs(&self) -> Result<(), ConfigError> {
-        if self.jobs.ttl_seconds == 0 || self.jobs.ttl_seconds > MAX_TTL {
-            return Err(invalid(
+    fn validate_jobs(&self, p: &mut Vec<ConfigError>) {
+        let j = &self.jobs;
+        if j.ttl_seconds == 0 || j.ttl_seconds > MAX_TTL {
+            p.push(invalid(
                 "jobs.ttl_seconds",
                 format!("must be 1 to {MAX_TTL}"),
             ));
         }
-        if self.jobs.max_queued == 0 || self.jobs.workers == 0 || self.jobs.workers > 256 {
-            return Err(invalid(
-                "jobs",
-                "max_queued must be at least 1 and workers 1 to 256",
-            ));
+        if !(1..=1_000_000).contains(&j.max_queued) {
+            p.push(invalid("jobs.max_queued", "must be 1 to 1000000"));
         }
-        if !(1..=3600).contains(&self.jobs.lease_seconds) {
-            return Err(invalid("jobs.lease_seconds", "must be 1 to 3600"));
+        if !(1..=256).contains(&j.workers) {
+            p.push(invalid("jobs.workers", "must be 1 to 256"));
         }
-        if !(1..=20).contains(&self.jobs.max_attempts) {
-            return Err(invalid("jobs.max_attempts", "must be 1 to 20"));
+        if !(1..=3600).contains(&j.lease_seconds) {
+            p.push(invalid("jobs.lease_seconds", "must be 1 to 3600"));
         }
-        if self.jobs.max_queued > 1_000_000 {
-            return Err(invalid("jobs.max_queued", "must be 1 to 1000000"));
+        if !(1..=20).contains(&j.max_attempts) {
+            p.push(invalid("jobs.max_attempts", "must be 1 to 20"));
         }
-        Ok(())
     }
 
     /// `[auth]`.
-    fn validate_auth(&self) -> Result<(), ConfigError> {
+    fn validate_auth(&self, p: &mut Vec<ConfigError>) {
         let a = &self.auth;
         if a.mode == AuthMode::ApiKeys && a.api_keys.is_empty() {
-            return Err(invalid(
+            p.push(invalid(
                 "auth.api_keys",
                 "mode = \"api_keys\" needs at least one [[auth.api_keys]]",
             ));
         }
         if a.mode != AuthMode::ApiKeys && a.api_keys.iter().any(|k| !k.admin) {
-            return Err(invalid(
+            p.push(invalid(
                 "auth.api_keys",
                 "with another mode than \"api_keys\", only admin keys (admin = true) may be listed",
             ));
         }
         if a.mode == AuthMode::Jwt && a.issuers.is_empty() {
-            return Err(invalid(
+            p.push(invalid(
                 "auth.issuers",
                 "mode = \"jwt\" needs at least one [[auth.issuers]]",
             ));
         }
         if a.mode != AuthMode::Jwt && !a.issuers.is_empty() {
-            return Err(invalid("auth.issuers", "only applies to mode = \"jwt\""));
+            p.push(invalid("auth.issuers", "only applies to mode = \"jwt\""));
         }
         const ASYMMETRIC: [&str; 9] = [
             "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
@@ -950,33 +939,36 @@ impl Settings {
         for (i, iss) in a.issuers.iter().enumerate() {
             let key = |field: &str| format!("auth.issuers[{i}].{field}");
             if iss.issuer.is_empty() || !issuers.insert(iss.issuer.as_str()) {
-                return Err(invalid(key("issuer"), "must be non-empty and unique"));
+                p.push(invalid(key("issuer"), "must be non-empty and unique"));
             }
             if iss.audience.is_empty() {
-                return Err(invalid(key("audience"), "must not be empty"));
+                p.push(invalid(key("audience"), "must not be empty"));
             }
-            let url = reqwest::Url::parse(&iss.jwks_url)
-                .map_err(|e| invalid(key("jwks_url"), format!("{:?}: {e}", iss.jwks_url)))?;
-            let host = url
-                .host_str()
-                .unwrap_or_default()
-                .trim_start_matches('[')
-                .trim_end_matches(']');
-            let loopback = host == "localhost"
-                || host
-                    .parse::<std::net::IpAddr>()
-                    .is_ok_and(|ip| ip.is_loopback());
-            if !(url.scheme() == "https" || (url.scheme() == "http" && loopback)) {
-                return Err(invalid(
-                    key("jwks_url"),
-                    "must be an https URL (plain http only on loopback): the keys decide who gets in",
-                ));
+            match reqwest::Url::parse(&iss.jwks_url) {
+                Err(e) => p.push(invalid(key("jwks_url"), format!("{:?}: {e}", iss.jwks_url))),
+                Ok(url) => {
+                    let host = url
+                        .host_str()
+                        .unwrap_or_default()
+                        .trim_start_matches('[')
+                        .trim_end_matches(']');
+                    let loopback = host == "localhost"
+                        || host
+                            .parse::<std::net::IpAddr>()
+                            .is_ok_and(|ip| ip.is_loopback());
+                    if !(url.scheme() == "https" || (url.scheme() == "http" && loopback)) {
+                        p.push(invalid(
+                            key("jwks_url"),
+                            "must be an https URL (plain http only on loopback): the keys decide who gets in",
+                        ));
+                    }
+                }
             }
             if !(1..=3600).contains(&iss.jwks_refresh_seconds) {
-                return Err(invalid(key("jwks_refresh_seconds"), "must be 1 to 3600"));
+                p.push(invalid(key("jwks_refresh_seconds"), "must be 1 to 3600"));
             }
             if iss.tenants_claim.is_empty() || iss.subject_claim.is_empty() {
-                return Err(invalid(
+                p.push(invalid(
                     key("tenants_claim"),
                     "claim names must not be empty",
                 ));
@@ -987,7 +979,7 @@ impl Settings {
                     .iter()
                     .any(|a| !ASYMMETRIC.contains(&a.as_str()))
             {
-                return Err(invalid(
+                p.push(invalid(
                     key("algorithms"),
                     format!("must list some of {}", ASYMMETRIC.join(", ")),
                 ));
@@ -998,7 +990,7 @@ impl Settings {
         for (i, k) in a.api_keys.iter().enumerate() {
             let key = |field: &str| format!("auth.api_keys[{i}].{field}");
             if !crate::ids::is_valid(&k.id) || !ids.insert(k.id.as_str()) {
-                return Err(invalid(
+                p.push(invalid(
                     key("id"),
                     format!(
                         "{:?} must match {} and be unique",
@@ -1009,13 +1001,13 @@ impl Settings {
             }
             let hex_ok = k.sha256.len() == 64 && k.sha256.bytes().all(|b| b.is_ascii_hexdigit());
             if !hex_ok || !hashes.insert(k.sha256.to_ascii_lowercase()) {
-                return Err(invalid(
+                p.push(invalid(
                     key("sha256"),
                     "must be 64 hex digits (the SHA-256 of the key), unique",
                 ));
             }
             if k.subject.is_empty() || k.subject.len() > 256 || k.subject.contains('\0') {
-                return Err(invalid(
+                p.push(invalid(
                     key("subject"),
                     "must be 1 to 256 bytes without NUL",
                 ));
@@ -1025,7 +1017,7 @@ impl Settings {
                     .iter()
                     .any(|t| t != "*" && !crate::ids::is_valid(t))
             {
-                return Err(invalid(
+                p.push(invalid(
                     key("tenants"),
                     format!(
                         "must list \"*\" or projects and organisations matching {}",
@@ -1034,93 +1026,102 @@ impl Settings {
                 ));
             }
         }
-        Ok(())
     }
 
     /// `[store]`.
-    fn validate_store(&self) -> Result<(), ConfigError> {
-        if self.store.kind == StoreKind::Memory && self.store.url.is_some() {
-            return Err(invalid(
-                "store.url",
-                "only applies to kind = \"redis\" (the memory store has no URL)",
-            ));
-        }
-        if self.store.kind == StoreKind::Redis {
-            let nodes = self.store.redis_nodes();
+    fn validate_store(&self, p: &mut Vec<ConfigError>) {
+        let st = &self.store;
+        if st.kind == StoreKind::Redis {
+            let nodes = st.redis_nodes();
             if nodes.is_empty() {
-                return Err(invalid("store.url", "required for kind = \"redis\""));
+                p.push(invalid("store.url", "required for kind = \"redis\""));
             }
-            for node in &nodes {
-                if !(node.starts_with("redis://") || node.starts_with("rediss://")) {
-                    // The URL may hold a password: name the problem, never the value.
-                    return Err(invalid(
-                        "store.url",
-                        "every node must start with redis:// or rediss://",
-                    ));
-                }
+            if nodes
+                .iter()
+                .any(|n| !(n.starts_with("redis://") || n.starts_with("rediss://")))
+            {
+                // The URL may hold a password: name the problem, never the value.
+                p.push(invalid(
+                    "store.url",
+                    "every node must start with redis:// or rediss://",
+                ));
             }
-            if let Some(master) = &self.store.sentinel_master {
-                if self.store.cluster {
-                    return Err(invalid(
+            if let Some(master) = &st.sentinel_master {
+                if st.cluster {
+                    p.push(invalid(
                         "store.sentinel_master",
                         "set either cluster or sentinel_master, not both",
                     ));
                 }
                 if master.is_empty() || master.contains(char::is_whitespace) {
-                    return Err(invalid(
+                    p.push(invalid(
                         "store.sentinel_master",
                         "must be the Sentinels' name for the master group",
                     ));
                 }
             }
-        } else if self.store.cluster {
-            return Err(invalid("store.cluster", "only applies to kind = \"redis\""));
-        } else if self.store.sentinel_master.is_some() {
-            return Err(invalid(
-                "store.sentinel_master",
-                "only applies to kind = \"redis\"",
-            ));
+        } else {
+            for (set, field, what) in [
+                (
+                    st.url.is_some(),
+                    "store.url",
+                    "only applies to kind = \"redis\" (the memory store has no URL)",
+                ),
+                (
+                    st.cluster,
+                    "store.cluster",
+                    "only applies to kind = \"redis\"",
+                ),
+                (
+                    st.sentinel_master.is_some(),
+                    "store.sentinel_master",
+                    "only applies to kind = \"redis\"",
+                ),
+            ] {
+                if set {
+                    p.push(invalid(field, what));
+                }
+            }
         }
-        if self.store.prefix.is_empty()
-            || self.store.prefix.contains(char::is_whitespace)
-            || self.store.prefix.contains(['{', '}'])
+        if st.prefix.is_empty()
+            || st.prefix.contains(char::is_whitespace)
+            || st.prefix.contains(['{', '}'])
         {
-            return Err(invalid(
+            p.push(invalid(
                 "store.prefix",
                 "must be non-empty, without whitespace or braces (braces are Redis Cluster hash tags)",
             ));
         }
-        if self.store.max_entries < 16 {
-            return Err(invalid("store.max_entries", "must be at least 16"));
+        if st.max_entries < 16 {
+            p.push(invalid("store.max_entries", "must be at least 16"));
         }
-        if self.store.max_bytes < 4 * 1_048_576 {
-            return Err(invalid(
+        if st.max_bytes < 4 * 1_048_576 {
+            p.push(invalid(
                 "store.max_bytes",
                 "must be at least 4194304 (a few of the largest sessions)",
             ));
         }
-        Ok(())
     }
 
-    /// `[[providers]]`; returns their names.
-    fn validate_providers(&self) -> Result<HashSet<&str>, ConfigError> {
+    /// `[[providers]]`; returns the names that are valid and unique.
+    fn validate_providers(&self, problems: &mut Vec<ConfigError>) -> HashSet<&str> {
         let mut names = HashSet::new();
         for (i, p) in self.providers.iter().enumerate() {
             let key = |field: &str| format!("providers[{i}].{field}");
+            let mut bad = |field: &str, what: String| problems.push(invalid(key(field), what));
             if p.name.is_empty() || !names.insert(p.name.as_str()) {
-                return Err(invalid(
-                    key("name"),
-                    format!("{:?} is empty or not unique", p.name),
-                ));
+                bad("name", format!("{:?} is empty or not unique", p.name));
             }
             if p.kind == ProviderKind::Openai && p.base_url.is_none() {
-                return Err(invalid(key("base_url"), "required for kind = \"openai\""));
+                bad("base_url", "required for kind = \"openai\"".into());
             }
             if let Some(url) = p.base_url.as_deref() {
-                let parsed = reqwest::Url::parse(url)
-                    .map_err(|e| invalid(key("base_url"), format!("{url:?}: {e}")))?;
-                if !matches!(parsed.scheme(), "http" | "https") {
-                    return Err(invalid(key("base_url"), "must be an http or https URL"));
+                match reqwest::Url::parse(url) {
+                    Err(e) => bad("base_url", format!("{url:?}: {e}")),
+                    Ok(parsed) if !matches!(parsed.scheme(), "http" | "https") => {
+                        bad("base_url", "must be an http or https URL".into());
+                    }
+                    Ok(_) => {}
                 }
             }
             for (field, v) in [
@@ -1130,94 +1131,90 @@ impl Settings {
                 ("total_timeout_ms", p.total_timeout_ms),
             ] {
                 if !(1..=MAX_TIMEOUT_MS).contains(&v) {
-                    return Err(invalid(key(field), "must be 1 to 3600000"));
+                    bad(field, "must be 1 to 3600000".into());
                 }
             }
             if p.max_retries > 10 {
-                return Err(invalid(key("max_retries"), "must be at most 10"));
+                bad("max_retries", "must be at most 10".into());
             }
             if p.breaker_threshold == 0 || p.breaker_threshold > 1000 {
-                return Err(invalid(key("breaker_threshold"), "must be 1 to 1000"));
+                bad("breaker_threshold", "must be 1 to 1000".into());
             }
             if p.breaker_cooldown_seconds == 0 || p.breaker_cooldown_seconds > 3600 {
-                return Err(invalid(
-                    key("breaker_cooldown_seconds"),
-                    "must be 1 to 3600",
-                ));
+                bad("breaker_cooldown_seconds", "must be 1 to 3600".into());
             }
             const MIB: usize = 1_048_576;
             if !(1024..=64 * MIB).contains(&p.max_event_bytes) {
-                return Err(invalid(key("max_event_bytes"), "must be 1024 to 67108864"));
+                bad("max_event_bytes", "must be 1024 to 67108864".into());
             }
             if !(p.max_event_bytes..=256 * MIB).contains(&p.max_response_bytes) {
-                return Err(invalid(
-                    key("max_response_bytes"),
-                    "must be at least max_event_bytes and at most 268435456",
-                ));
+                bad(
+                    "max_response_bytes",
+                    "must be at least max_event_bytes and at most 268435456".into(),
+                );
             }
             if !(1024..=p.max_response_bytes).contains(&p.max_tool_call_bytes) {
-                return Err(invalid(
-                    key("max_tool_call_bytes"),
-                    "must be at least 1024 and at most max_response_bytes",
-                ));
+                bad(
+                    "max_tool_call_bytes",
+                    "must be at least 1024 and at most max_response_bytes".into(),
+                );
             }
             if p.anthropic_version.is_some() && p.kind != ProviderKind::Anthropic {
-                return Err(invalid(
-                    key("anthropic_version"),
-                    "only applies to kind = \"anthropic\"",
-                ));
+                bad(
+                    "anthropic_version",
+                    "only applies to kind = \"anthropic\"".into(),
+                );
             }
         }
-        Ok(names)
+        names
     }
 
     /// `[[tools]]`; returns every tool name agents may list (built-ins included).
-    fn validate_tools(&self) -> Result<HashSet<&str>, ConfigError> {
+    fn validate_tools(&self, p: &mut Vec<ConfigError>) -> HashSet<&str> {
         let mut tool_names: HashSet<&str> = ["clock", "calculator"].into_iter().collect();
         for (i, t) in self.tools.iter().enumerate() {
             let key = |field: &str| format!("tools[{i}].{field}");
             if !crate::ids::is_tool_name(&t.name) {
-                return Err(invalid(
+                p.push(invalid(
                     key("name"),
                     format!("{:?} must match {}", t.name, crate::ids::TOOL_NAME_PATTERN),
                 ));
-            }
-            if t.kind != ToolKind::Builtin && !tool_names.insert(t.name.as_str()) {
-                return Err(invalid(
+            } else if t.kind != ToolKind::Builtin && !tool_names.insert(t.name.as_str()) {
+                p.push(invalid(
                     key("name"),
                     format!("{:?} is already taken", t.name),
                 ));
             }
             if t.kind != ToolKind::Mcp && t.allow.is_some() {
-                return Err(invalid(key("allow"), "only applies to kind = \"mcp\""));
+                p.push(invalid(key("allow"), "only applies to kind = \"mcp\""));
             }
             if t.kind == ToolKind::Mcp {
                 if t.url.is_none() {
-                    return Err(invalid(key("url"), "required for kind = \"mcp\""));
+                    p.push(invalid(key("url"), "required for kind = \"mcp\""));
                 }
                 for (field, set) in [
                     ("method", t.method.is_some()),
                     ("parameters", t.parameters.is_some()),
                 ] {
                     if set {
-                        return Err(invalid(
+                        p.push(invalid(
                             key(field),
                             "does not apply to kind = \"mcp\" (the server describes its tools)",
                         ));
                     }
                 }
                 if t.refresh_seconds == 0 || t.refresh_seconds > 86_400 {
-                    return Err(invalid(key("refresh_seconds"), "must be 1 to 86400"));
+                    p.push(invalid(key("refresh_seconds"), "must be 1 to 86400"));
                 }
             }
             if t.timeout_ms == 0 || t.timeout_ms > 600_000 {
-                return Err(invalid(key("timeout_ms"), "must be 1 to 600000"));
+                p.push(invalid(key("timeout_ms"), "must be 1 to 600000"));
             }
             if t.max_response_bytes == 0 || t.max_response_bytes > 1_048_576 {
-                return Err(invalid(key("max_response_bytes"), "must be 1 to 1048576"));
+                p.push(invalid(key("max_response_bytes"), "must be 1 to 1048576"));
             }
         }
-        Ok(tool_names)
+        tool_names
     }
 
     /// `[[agents]]`, against the providers and tools.

@@ -442,3 +442,46 @@ fn every_problem_of_an_agent_is_reported() {
         assert!(e.contains(key), "{key} in {e}");
     }
 }
+
+#[test]
+fn every_problem_of_every_section_is_reported() {
+    let text = format!(
+        "[server]\nworkers = 5000\nreplicas = 0\nlisten = \"nowhere\"\n\n\
+         [jobs]\nmax_attempts = 0\nworkers = 0\nlease_seconds = 0\n\n\
+         [store]\nurl = \"redis://127.0.0.1:1\"\ncluster = true\nprefix = \"a b\"\n\n\
+         [cursor]\nttl_seconds = 0\nmax_conversation_age_seconds = 0\n\n\
+         [[tools]]\nname = \"bad name\"\nkind = \"http\"\nurl = \"http://127.0.0.1:9/\"\n\
+         timeout_ms = 0\nmax_response_bytes = 0\n\n\
+         [[providers]]\nname = \"p\"\nkind = \"openai\"\nbase_url = \"ftp://x\"\nmax_retries = 99\n\
+         breaker_threshold = 0\n{MINIMAL}"
+    );
+    let err = Settings::from_toml(&text).unwrap_err().to_string();
+    let keys = [
+        "server.workers",
+        "server.replicas",
+        "server.listen",
+        "jobs.max_attempts",
+        "jobs.workers",
+        "jobs.lease_seconds",
+        "store.url",
+        "store.cluster",
+        "store.prefix",
+        "cursor.ttl_seconds",
+        "cursor.max_conversation_age_seconds",
+        // Follows from the cursor's age: a session may not outlive it.
+        "sessions.max_age_seconds",
+        "tools[0].name",
+        "tools[0].timeout_ms",
+        "tools[0].max_response_bytes",
+        "providers[0].base_url",
+        "providers[0].max_retries",
+        "providers[0].breaker_threshold",
+    ];
+    for key in keys {
+        assert!(err.contains(&format!("{key}:")), "{err} should name {key}");
+    }
+    assert!(
+        err.starts_with(&format!("{} problems", keys.len())),
+        "{err}"
+    );
+}
