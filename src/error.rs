@@ -43,10 +43,11 @@ pub enum ErrorCode {
     NotReady,
     UpstreamTimeout,
     UpstreamUnavailable,
+    IdempotencyKeyReused,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 31] = [
+    pub const ALL: [ErrorCode; 32] = [
         ErrorCode::InvalidRequest,
         ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
@@ -78,6 +79,7 @@ impl ErrorCode {
         ErrorCode::NotReady,
         ErrorCode::UpstreamTimeout,
         ErrorCode::UpstreamUnavailable,
+        ErrorCode::IdempotencyKeyReused,
     ];
 
     /// The machine code clients match on.
@@ -122,6 +124,7 @@ impl ErrorCode {
             ErrorCode::NotReady => ("not_ready", 503),
             ErrorCode::UpstreamTimeout => ("upstream_timeout", 504),
             ErrorCode::UpstreamUnavailable => ("upstream_unavailable", 503),
+            ErrorCode::IdempotencyKeyReused => ("idempotency_key_reused", 422),
         }
     }
 }
@@ -225,6 +228,15 @@ impl From<crate::sessions::SessionError> for ApiError {
                 tracing::error!(%reason, "an execution result could not be sealed");
                 ApiError::new(ErrorCode::Internal, "the result could not be stored")
             }
+            E::KeyReused => ApiError::new(
+                ErrorCode::IdempotencyKeyReused,
+                "this Idempotency-Key was already used for a different request; use a new key",
+            ),
+            E::ResponseGone => ApiError::new(
+                ErrorCode::Conflict,
+                "this request was already applied, and its response is no longer kept \
+                 (a later turn of the session replaced it, or it is over a day old)",
+            ),
             E::Cursor(e) => e.into(),
             E::Store(e) => e.into(),
             E::Turn(e) => e.into(),

@@ -267,10 +267,20 @@ pub async fn accept(app: &AppState, request_id: &str, turn: ChatTurn) -> Result<
     let (session_id, created) = match &turn.session_id {
         Some(id) => (sessions::get_for_chat(app, &turn, id).await?.id, false),
         None => {
-            let rec = sessions::new_record(app, &turn.scope, turn.user_id.clone(), now);
+            let mut rec = sessions::new_record(app, &turn.scope, turn.user_id.clone(), now);
+            if let Some(id) = sessions::session_id_of(&turn) {
+                rec.id = id;
+            }
             let id = rec.id.clone();
-            sessions::save(app, rec, true).await?;
-            (id, true)
+            match sessions::save(app, rec, true).await {
+                Ok(()) => (id, true),
+                // An idempotent request's earlier attempt created the session
+                // (from the same key) and stopped before queueing: use it.
+                Err(SessionError::Store(StoreError::Exists)) if turn.idempotency.is_some() => {
+                    (sessions::get_for_chat(app, &turn, &id).await?.id, false)
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
     };
     let expires = now + app.settings.jobs.ttl_seconds as i64;
@@ -305,6 +315,10 @@ pub async fn accept(app: &AppState, request_id: &str, turn: ChatTurn) -> Result<
         expires_at: expires,
         result: None,
         error: None,
+        fingerprint: turn
+            .idempotency
+            .as_ref()
+            .map(|i| i.fingerprint().to_owned()),
     };
     app.store.put_execution(record, now).await?;
     let job = Job {
@@ -473,6 +487,8 @@ async fn execute(app: &AppState, job: &Job) -> Result<String, JobError> {
             message: input.message,
             system: input.system,
             meter: crate::limits::Meter::new(app.counters.clone(), job.tokens.clone()),
+            // The execution's own id makes its commit exactly-once.
+            idempotency: None,
         },
         sessions::JobCommit {
             request_id: &job.request_id,

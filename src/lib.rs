@@ -15,6 +15,7 @@ pub mod config;
 pub mod cursor;
 pub mod domain;
 pub mod error;
+pub mod idempotency;
 pub mod ids;
 pub mod jobs;
 pub mod limits;

@@ -33,6 +33,14 @@ pub enum SessionError {
     /// An async execution's result could not be sealed.
     #[error("the execution result could not be sealed: {0}")]
     Result(String),
+    /// The request's `Idempotency-Key` was committed by a request with
+    /// other content.
+    #[error("the idempotency key was used for another request")]
+    KeyReused,
+    /// The request's `Idempotency-Key` was committed, and its response is
+    /// no longer kept (a later turn's replaced it, or it expired).
+    #[error("the request was already applied; its response is no longer kept")]
+    ResponseGone,
 }
 
 const TITLE_CHARS: usize = 80;
@@ -63,6 +71,16 @@ pub struct ChatTurn {
     pub system: Option<String>,
     /// Charges the turn's model tokens to its caller's rate limits.
     pub meter: Option<crate::limits::Meter>,
+    /// The request's `Idempotency-Key`, scoped and fingerprinted.
+    pub idempotency: Option<crate::idempotency::Idempotency>,
+}
+
+/// The session id a turn runs on: the one it names, else (for a new
+/// session) the one derived from its idempotency key, if any.
+pub fn session_id_of(turn: &ChatTurn) -> Option<String> {
+    turn.session_id
+        .clone()
+        .or_else(|| turn.idempotency.as_ref().map(|i| i.derived_id("session")))
 }
 
 #[derive(Debug)]
@@ -288,6 +306,82 @@ pub async fn committed_job(
     ))
 }
 
+/// The context a committed idempotent turn's response is sealed under:
+/// the session's organisation and narrowed subject, and the session's id in
+/// the agent slot, so that it opens for that session only.
+fn response_context<'a>(rec_org: &'a str, slot: &'a str, subject: &'a str) -> CursorContext<'a> {
+    CursorContext {
+        project: rec_org,
+        agent: slot,
+        subject,
+    }
+}
+
+fn response_slot(session_id: &str) -> String {
+    format!("idempotent-response:{session_id}")
+}
+
+/// Seal a synchronous turn's response for replays of its idempotent request;
+/// kept for a day ([`MAX_TTL`]) in the session record.
+pub fn seal_response(
+    app: &AppState,
+    turn: &ChatTurn,
+    session_id: &str,
+    body: &[u8],
+) -> Result<String, String> {
+    let subject = narrowed_subject(&turn.scope.subject, turn.user_id.as_deref());
+    let slot = response_slot(session_id);
+    let exp = (app.clock.now() + MAX_TTL as i64) as u64;
+    app.codec
+        .seal_blob(
+            body,
+            &response_context(&turn.scope.org, &slot, &subject),
+            exp,
+        )
+        .map_err(|e| format!("response: {e}"))
+}
+
+/// If `turn` carries an idempotency key that already committed, the
+/// response recorded with it (the request must not run again); `None` when
+/// it never committed (run it).
+pub async fn replayed(app: &AppState, turn: &ChatTurn) -> Result<Option<Vec<u8>>, SessionError> {
+    let (Some(idem), Some(id)) = (&turn.idempotency, session_id_of(turn)) else {
+        return Ok(None);
+    };
+    let now = app.clock.now();
+    let Some(rec) = app.store.get_session(&id, now).await? else {
+        return Ok(None);
+    };
+    let owned = rec.org == turn.scope.org
+        && rec.subject == turn.scope.subject
+        && rec.user_id == turn.user_id
+        && (rec.agent_id.is_empty() || rec.agent_id == turn.agent_id);
+    if !owned {
+        // Not this caller's session: the turn itself reports it as not found.
+        return Ok(None);
+    }
+    match idem.seen(&rec.jobs) {
+        crate::idempotency::Seen::No => Ok(None),
+        crate::idempotency::Seen::Different => Err(SessionError::KeyReused),
+        crate::idempotency::Seen::Same => {
+            let mark = idem.mark();
+            let Some((_, sealed)) = rec.last_job.as_ref().filter(|(m, _)| *m == mark) else {
+                return Err(SessionError::ResponseGone);
+            };
+            let subject = narrowed_subject(&rec.subject, rec.user_id.as_deref());
+            let slot = response_slot(&rec.id);
+            match app
+                .codec
+                .open_blob(sealed, &response_context(&rec.org, &slot, &subject), now)
+            {
+                Ok(body) => Ok(Some(body.to_vec())),
+                Err(CursorError::Expired) => Err(SessionError::ResponseGone),
+                Err(e) => Err(SessionError::Unreadable(e)),
+            }
+        }
+    }
+}
+
 /// A session turn ready to run: the record to update once it is done.
 #[derive(Debug)]
 pub struct Prepared {
@@ -309,10 +403,15 @@ pub async fn prepare(
     let now = app.clock.now();
     let (rec, new) = match &turn.session_id {
         Some(id) => (get_for_chat(app, &turn, id).await?, false),
-        None => (
-            new_record(app, &turn.scope, turn.user_id.clone(), now),
-            true,
-        ),
+        None => {
+            let mut rec = new_record(app, &turn.scope, turn.user_id.clone(), now);
+            if let Some(id) = session_id_of(&turn) {
+                // Derived from the idempotency key: a replay of this request
+                // finds the session its first attempt created.
+                rec.id = id;
+            }
+            (rec, true)
+        }
     };
     let conversation = open(app, &rec, &agent.cfg_hash)?;
     let input = TurnInput {

@@ -71,6 +71,7 @@ fn execution_bytes(e: &ExecutionRecord) -> usize {
         + e.session_id.len()
         + opt(&e.result)
         + e.error.as_ref().map_or(0, |(a, b)| a.len() + b.len())
+        + opt(&e.fingerprint)
 }
 
 fn once_bytes(key: &str, o: &Once) -> usize {

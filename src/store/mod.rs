@@ -148,6 +148,10 @@ pub struct ExecutionRecord {
     pub result: Option<String>,
     /// `(message, machine code)` once failed.
     pub error: Option<(String, String)>,
+    /// The fingerprint of the request that queued it, when it carried an
+    /// `Idempotency-Key` (a replay with other content is refused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
 }
 
 /// A job taken from the queue. It stays leased to the taker until acked; a

@@ -22,6 +22,7 @@ mod operator;
 mod playground;
 mod quant;
 mod quant_async;
+mod quant_idempotency;
 mod quant_sessions;
 mod quickstart;
 mod real_model;
@@ -86,4 +87,7 @@ on_both_stores!(
     quant_async::polling_from_another_organisation_or_an_unknown_id_is_404,
     quant_async::a_full_queue_answers_503_with_retry_after,
     quant_async::a_rerun_after_the_turn_committed_does_not_run_it_twice,
+    quant_idempotency::a_replayed_request_answers_its_recorded_response_and_runs_nothing,
+    quant_idempotency::concurrent_attempts_of_one_keyed_request_commit_one_turn,
+    quant_idempotency::a_replayed_async_request_finds_the_execution_it_queued,
 );

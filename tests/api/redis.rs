@@ -232,6 +232,7 @@ fn execution(
         expires_at: T0 + 600,
         result: None,
         error: None,
+        fingerprint: None,
     }
 }
 

@@ -8,17 +8,23 @@ use super::wire::{
 };
 use crate::api::{AppState, body, report, request_id, sse};
 use crate::error::ApiError;
+use crate::idempotency::{self, Idempotency, KeyError};
 use crate::jobs;
 use crate::limits::{self, Work};
 use crate::runtime::run_turn;
-use crate::sessions::{self, ChatTurn, Scope};
+use crate::sessions::{self, ChatTurn, Scope, SessionError};
+use crate::store::StoreError;
 
 /// One turn in a server-side session: synchronous (200), streamed
 /// (`stream: true`, server-sent events) or queued (`async: true`, 202 with a
 /// poll URL).
 #[utoipa::path(post, path = "/api/v3/organizations/{org}/ai/agents/{agent_id}/chat", tag = "quant",
     operation_id = "quant_chat",
-    params(AgentPath),
+    params(
+        AgentPath,
+        ("Idempotency-Key" = Option<String>, Header,
+            description = "1 to 255 visible ASCII characters: a replay of the same request answers its recorded response (`Idempotent-Replayed: true`) instead of running it again (docs/api.md)"),
+    ),
     request_body = ChatRequest,
     responses(
         (status = 200, description = "The turn's answer (JSON), or with `stream: true` its server-sent events (docs/api.md, Streaming)",
@@ -65,38 +71,44 @@ async fn handle(
     if streaming && run_async {
         return Err(ApiError::invalid("stream and async cannot be combined"));
     }
+    let key = idempotency_key(req)?;
+    if key.is_some() && streaming {
+        return Err(ApiError::invalid(
+            "Idempotency-Key applies to synchronous and async turns, not to streams \
+             (a stream is never replayed once it has started)",
+        ));
+    }
     let admitted = limits::admit(app, req, &principal, Work::Turn { streaming }).await?;
+    let scope = Scope {
+        org: principal.tenant.clone(),
+        subject: principal.subject,
+    };
+    let idempotency = key.map(|key| {
+        Idempotency::new(
+            key,
+            &scope,
+            body.user_id.as_deref(),
+            &agent_id,
+            idempotency::Request {
+                session_id: body.session_id.as_deref(),
+                message: &message,
+                system: body.system.as_deref(),
+                run_async,
+            },
+        )
+    });
     let turn = ChatTurn {
         meter: admitted.meter,
-        scope: Scope {
-            org: principal.tenant.clone(),
-            subject: principal.subject,
-        },
+        scope,
         user_id: body.user_id,
         agent_id,
         session_id: body.session_id,
         message,
         system: body.system,
+        idempotency,
     };
     if run_async {
-        let request_id = uuid::Uuid::new_v4().to_string();
-        let agent_id = turn.agent_id.clone();
-        let session_id = jobs::accept(app, &request_id, turn).await?;
-        let agent_name = app
-            .catalog()
-            .agents
-            .get(&agent_id)
-            .map(|a| a.name.clone())
-            .unwrap_or_default();
-        return Ok(HttpResponse::Accepted().json(Accepted {
-            request_id: &request_id,
-            agent_id: &agent_id,
-            agent_name: &agent_name,
-            session_id: &session_id,
-            status: "queued",
-            message: "Agent execution started. Poll the status endpoint for updates.",
-            poll_url: format!("/api/v3/{spelling}/{org}/ai/chat/executions/{request_id}"),
-        }));
+        return accept(app, spelling, &org, turn).await;
     }
     if streaming {
         let (prepared, cx, conversation, input) = sessions::prepare(app, turn, true).await?;
@@ -116,15 +128,135 @@ async fn handle(
         )
         .await;
     }
+    if let Some(recorded) = sessions::replayed(app, &turn).await? {
+        return Ok(replay(recorded));
+    }
+    let idempotent = turn.idempotency.is_some().then(|| turn.clone());
     // Only the turn itself is abandoned at the end of a drain, never the
     // session write that commits it.
     let (prepared, outcome) = app
         .unless_drained(async { Ok(sessions::run(app, turn).await?) })
         .await?;
-    let reply = sessions::finish(app, prepared, outcome, None).await?;
-    Ok(HttpResponse::Ok()
+    let Some(turn) = idempotent else {
+        let reply = sessions::finish(app, prepared, outcome, None).await?;
+        return Ok(HttpResponse::Ok()
+            .content_type("application/json")
+            .body(response_body(&reply)));
+    };
+    // The response is recorded with the key in the turn's own session write.
+    let mark = turn
+        .idempotency
+        .as_ref()
+        .map(Idempotency::mark)
+        .unwrap_or_default();
+    let seal = |reply: &sessions::ChatReply| {
+        sessions::seal_response(
+            app,
+            &turn,
+            &reply.session_id,
+            response_body(reply).as_bytes(),
+        )
+    };
+    let commit = sessions::JobCommit {
+        request_id: &mark,
+        seal_result: &seal,
+    };
+    let mut sealed = None;
+    match sessions::finish(app, prepared, outcome, Some((&commit, &mut sealed))).await {
+        Ok(reply) => Ok(HttpResponse::Ok()
+            .content_type("application/json")
+            .body(response_body(&reply))),
+        // Another attempt of this same request (a balancer's retry while
+        // this one was still running) committed first: answer its response.
+        Err(SessionError::Store(StoreError::Conflict | StoreError::Exists)) => {
+            match sessions::replayed(app, &turn).await? {
+                Some(recorded) => Ok(replay(recorded)),
+                None => Err(SessionError::Store(StoreError::Conflict).into()),
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The `Idempotency-Key` header, if sent (at most one, well formed).
+fn idempotency_key(req: &HttpRequest) -> Result<Option<&str>, ApiError> {
+    let mut values = req.headers().get_all(idempotency::HEADER);
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(ApiError::invalid(KeyError::Repeated.to_string()));
+    }
+    idempotency::parse_key(value.as_bytes())
+        .map(Some)
+        .map_err(|e| ApiError::invalid(e.to_string()))
+}
+
+/// A response recorded by an earlier attempt of the same idempotent request.
+fn replay(recorded: Vec<u8>) -> HttpResponse {
+    HttpResponse::Ok()
         .content_type("application/json")
-        .body(response_body(&reply)))
+        .insert_header((idempotency::REPLAYED_HEADER, "true"))
+        .body(recorded)
+}
+
+/// `async: true`: queue the turn and answer 202 with its poll URL. With an
+/// idempotency key the execution's id comes from the key, so a replay finds
+/// the execution its first attempt queued and answers it again.
+async fn accept(
+    app: &AppState,
+    spelling: &str,
+    org: &str,
+    turn: ChatTurn,
+) -> Result<HttpResponse, ApiError> {
+    let request_id = match &turn.idempotency {
+        Some(idem) => idem.derived_id("execution"),
+        None => uuid::Uuid::new_v4().to_string(),
+    };
+    let agent_id = turn.agent_id.clone();
+    let mut replayed = false;
+    let existing = match &turn.idempotency {
+        Some(idem) => app
+            .store
+            .get_execution(&request_id, app.clock.now())
+            .await?
+            .filter(|rec| rec.org == turn.scope.org && rec.subject == turn.scope.subject)
+            .map(|rec| {
+                if idem.same_request(rec.fingerprint.as_deref()) {
+                    Ok(rec.session_id)
+                } else {
+                    Err(ApiError::from(SessionError::KeyReused))
+                }
+            })
+            .transpose()?,
+        None => None,
+    };
+    let session_id = match existing {
+        Some(id) => {
+            replayed = true;
+            id
+        }
+        None => jobs::accept(app, &request_id, turn).await?,
+    };
+    let agent_name = app
+        .catalog()
+        .agents
+        .get(&agent_id)
+        .map(|a| a.name.clone())
+        .unwrap_or_default();
+    let mut res = HttpResponse::Accepted();
+    if replayed {
+        res.insert_header((idempotency::REPLAYED_HEADER, "true"));
+    }
+    Ok(res.json(Accepted {
+        request_id: &request_id,
+        agent_id: &agent_id,
+        agent_name: &agent_name,
+        session_id: &session_id,
+        status: "queued",
+        message: "Agent execution started. Poll the status endpoint for updates.",
+        poll_url: format!("/api/v3/{spelling}/{org}/ai/chat/executions/{request_id}"),
+    }))
 }
 
 /// The 200 body of a turn (also the `done` event of a stream).
