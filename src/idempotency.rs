@@ -55,11 +55,17 @@ pub fn parse_key(value: &[u8]) -> Result<&str, KeyError> {
 /// what it asked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Idempotency {
-    /// base64url of SHA-256 over the caller's scope and the key.
+    /// base64url of (128 bits of) SHA-256 over the caller's scope and the key.
     key: String,
-    /// base64url of SHA-256 over the request's content.
+    /// base64url of (128 bits of) SHA-256 over the request's content.
     fingerprint: String,
+    /// Whether the request is async (it then leaves no mark of its own in
+    /// the session: its execution record is its mark).
+    pub run_async: bool,
 }
+
+/// How long a committed key is remembered, seconds.
+pub const KEEP_SECONDS: i64 = 86_400;
 
 /// The parts of a chat request the fingerprint covers.
 #[derive(Debug, Clone, Copy)]
@@ -89,7 +95,7 @@ fn digest(pieces: &[&[u8]]) -> String {
         h.update((p.len() as u64).to_le_bytes());
         h.update(p);
     }
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(h.finalize())
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&h.finalize()[..16])
 }
 
 fn opt(s: Option<&str>) -> Vec<u8> {
@@ -122,7 +128,11 @@ impl Idempotency {
             &opt(req.system),
             &[u8::from(req.run_async)],
         ]);
-        Self { key, fingerprint }
+        Self {
+            key,
+            fingerprint,
+            run_async: req.run_async,
+        }
     }
 
     /// The mark a committed turn leaves in its session.
@@ -130,10 +140,15 @@ impl Idempotency {
         format!("idem:{}:{}", self.key, self.fingerprint)
     }
 
-    /// Whether `marks` (a session's committed requests) hold this key.
-    pub fn seen(&self, marks: &[String]) -> Seen {
+    /// Whether `marks` (a session's committed keys with their times) hold
+    /// this key, committed less than [`KEEP_SECONDS`] before `now`.
+    pub fn seen(&self, marks: &[(String, i64)], now: i64) -> Seen {
         let prefix = format!("idem:{}:", self.key);
-        match marks.iter().find_map(|m| m.strip_prefix(&prefix)) {
+        let live = marks
+            .iter()
+            .filter(|(_, at)| now - at < KEEP_SECONDS)
+            .find_map(|(m, _)| m.strip_prefix(&prefix));
+        match live {
             None => Seen::No,
             Some(f) if f == self.fingerprint => Seen::Same,
             Some(_) => Seen::Different,
@@ -222,9 +237,15 @@ mod tests {
         let changed = Idempotency::new("k", &scope("o", "s"), None, "a", req("hello"));
         assert_eq!(changed.key, base.key);
         assert_ne!(changed.fingerprint, base.fingerprint);
-        assert_eq!(base.seen(&[]), Seen::No);
-        assert_eq!(base.seen(&["job-1".into(), base.mark()]), Seen::Same);
-        assert_eq!(base.seen(&[changed.mark()]), Seen::Different);
+        assert_eq!(base.seen(&[], 100), Seen::No);
+        let marks = [("job-1".to_owned(), 100), (base.mark(), 100)];
+        assert_eq!(base.seen(&marks, 100 + KEEP_SECONDS - 1), Seen::Same);
+        assert_eq!(
+            base.seen(&marks, 100 + KEEP_SECONDS),
+            Seen::No,
+            "a day later"
+        );
+        assert_eq!(base.seen(&[(changed.mark(), 100)], 100), Seen::Different);
         assert_ne!(base.derived_id("session"), base.derived_id("execution"));
         assert!(uuid::Uuid::parse_str(&base.derived_id("session")).is_ok());
     }

@@ -284,6 +284,68 @@ pub async fn accept(app: &AppState, request_id: &str, turn: ChatTurn) -> Result<
         }
     };
     let expires = now + app.settings.jobs.ttl_seconds as i64;
+    let record = ExecutionRecord {
+        id: request_id.to_owned(),
+        org: turn.scope.org.clone(),
+        subject: turn.scope.subject.clone(),
+        agent_id: turn.agent_id.clone(),
+        session_id: session_id.clone(),
+        status: ExecutionStatus::Pending,
+        created_at: now,
+        updated_at: now,
+        expires_at: expires,
+        result: None,
+        error: None,
+        fingerprint: turn
+            .idempotency
+            .as_ref()
+            .map(|i| i.fingerprint().to_owned()),
+    };
+    // The input is sealed before anything is written: one too large is
+    // refused with nothing left behind but a new session, removed below.
+    let job = match job_of(app, request_id, turn, &session_id, expires) {
+        Ok(job) => job,
+        Err(e) => {
+            if created {
+                let _ = app.store.delete_session(&session_id).await;
+            }
+            return Err(e);
+        }
+    };
+    app.store.put_execution(record, now).await?;
+    if let Err(e) = enqueue(app, &job).await {
+        let _ = app.store.delete_execution(request_id).await;
+        if created {
+            let _ = app.store.delete_session(&session_id).await;
+        }
+        return Err(e);
+    }
+    Ok(session_id)
+}
+
+/// Queue again an execution accepted earlier that is still pending, for a
+/// replay of its idempotent request: its replica may have died after
+/// recording it and before queueing it. If it was queued, the second
+/// delivery finds the turn committed (or the record finished) and runs
+/// nothing twice; at worst two workers take both at once and the model is
+/// called twice for one committed turn.
+pub async fn requeue(
+    app: &AppState,
+    rec: &ExecutionRecord,
+    turn: ChatTurn,
+) -> Result<(), JobError> {
+    let job = job_of(app, &rec.id, turn, &rec.session_id, rec.expires_at)?;
+    enqueue(app, &job).await
+}
+
+/// The queued form of `turn`: its input sealed to the execution.
+fn job_of(
+    app: &AppState,
+    request_id: &str,
+    turn: ChatTurn,
+    session_id: &str,
+    expires: i64,
+) -> Result<Job, JobError> {
     let subject = sessions::narrowed_subject(&turn.scope.subject, turn.user_id.as_deref());
     let purpose = purpose(request_id);
     let ctx = CursorContext {
@@ -303,54 +365,31 @@ pub async fn accept(app: &AppState, request_id: &str, turn: ChatTurn) -> Result<
             CursorError::ConversationTooLarge => JobError::InputTooLarge,
             other => JobError::unreadable("job input", other),
         })?;
-    let record = ExecutionRecord {
-        id: request_id.to_owned(),
-        org: turn.scope.org.clone(),
-        subject: turn.scope.subject.clone(),
-        agent_id: turn.agent_id.clone(),
-        session_id: session_id.clone(),
-        status: ExecutionStatus::Pending,
-        created_at: now,
-        updated_at: now,
-        expires_at: expires,
-        result: None,
-        error: None,
-        fingerprint: turn
-            .idempotency
-            .as_ref()
-            .map(|i| i.fingerprint().to_owned()),
-    };
-    app.store.put_execution(record, now).await?;
-    let job = Job {
+    Ok(Job {
         request_id: request_id.to_owned(),
         org: turn.scope.org,
         subject: turn.scope.subject,
         user_id: turn.user_id,
         agent_id: turn.agent_id,
-        session_id: session_id.clone(),
+        session_id: session_id.to_owned(),
         sealed_input,
         tokens: turn
             .meter
             .as_ref()
             .map(|m| m.buckets().to_vec())
             .unwrap_or_default(),
-    };
-    let payload = serde_json::to_string(&job).map_err(|e| JobError::unreadable("job", e))?;
-    if let Err(e) = app
-        .store
+    })
+}
+
+async fn enqueue(app: &AppState, job: &Job) -> Result<(), JobError> {
+    let payload = serde_json::to_string(job).map_err(|e| JobError::unreadable("job", e))?;
+    app.store
         .enqueue(payload, app.settings.jobs.max_queued)
         .await
-    {
-        let _ = app.store.delete_execution(request_id).await;
-        if created {
-            let _ = app.store.delete_session(&session_id).await;
-        }
-        return Err(match e {
+        .map_err(|e| match e {
             StoreError::Full => JobError::QueueFull,
             other => other.into(),
-        });
-    }
-    Ok(session_id)
+        })
 }
 
 /// Move the execution to `status`, forward only: the store refuses to

@@ -118,6 +118,8 @@ pub fn new_record(
         sealed: None,
         jobs: Vec::new(),
         last_job: None,
+        keys: Vec::new(),
+        last_response: None,
         version: 0,
     }
 }
@@ -280,7 +282,7 @@ pub async fn chat_for_job(
 ) -> Result<(ChatReply, String), SessionError> {
     let (prepared, outcome) = run(app, turn).await?;
     let mut sealed = None;
-    let reply = finish(app, prepared, outcome, Some((&job, &mut sealed))).await?;
+    let reply = finish(app, prepared, outcome, Commit::Job(&job, &mut sealed)).await?;
     let sealed = sealed.ok_or_else(|| SessionError::Result("not sealed".into()))?;
     Ok((reply, sealed))
 }
@@ -360,12 +362,20 @@ pub async fn replayed(app: &AppState, turn: &ChatTurn) -> Result<Option<Vec<u8>>
         // Not this caller's session: the turn itself reports it as not found.
         return Ok(None);
     }
-    match idem.seen(&rec.jobs) {
+    match idem.seen(&rec.keys, now) {
+        // The session this key names for a new conversation exists, and
+        // holds no live mark of it: a synchronous request with this key
+        // committed over a day ago (or its mark was pushed out). An async
+        // one's first attempt may have created it before queueing: it is
+        // used again.
+        crate::idempotency::Seen::No if turn.session_id.is_none() && !idem.run_async => {
+            Err(SessionError::ResponseGone)
+        }
         crate::idempotency::Seen::No => Ok(None),
         crate::idempotency::Seen::Different => Err(SessionError::KeyReused),
         crate::idempotency::Seen::Same => {
             let mark = idem.mark();
-            let Some((_, sealed)) = rec.last_job.as_ref().filter(|(m, _)| *m == mark) else {
+            let Some((_, sealed)) = rec.last_response.as_ref().filter(|(m, _)| *m == mark) else {
                 return Err(SessionError::ResponseGone);
             };
             let subject = narrowed_subject(&rec.subject, rec.user_id.as_deref());
@@ -436,13 +446,29 @@ pub async fn prepare(
     ))
 }
 
+/// A synchronous turn carrying an idempotency key: its mark, and how to
+/// seal its response for replays.
+pub struct KeyCommit<'a> {
+    pub mark: String,
+    pub seal_response: &'a (dyn Fn(&ChatReply) -> Result<String, String> + Sync),
+}
+
+/// What commits with a turn besides its state.
+pub enum Commit<'a, 'b> {
+    Nothing,
+    /// An async execution; its sealed result is written to the `Option`.
+    Job(&'a JobCommit<'b>, &'a mut Option<String>),
+    /// A keyed synchronous turn.
+    Key(KeyCommit<'b>),
+}
+
 /// Seal the turn's new state into the session and write it back
-/// (compare-and-set), with an async execution's commit when `job` is given.
+/// (compare-and-set), with what `commit` says in the same write.
 pub async fn finish(
     app: &AppState,
     prepared: Prepared,
     outcome: TurnOutcome,
-    job: Option<(&JobCommit<'_>, &mut Option<String>)>,
+    commit: Commit<'_, '_>,
 ) -> Result<ChatReply, SessionError> {
     let Prepared {
         mut rec,
@@ -478,13 +504,32 @@ pub async fn finish(
         usage,
         tool_runs,
     };
-    if let Some((job, sealed)) = job {
-        let result = (job.seal_result)(&reply).map_err(SessionError::Result)?;
-        rec.jobs.push(job.request_id.to_owned());
-        let excess = rec.jobs.len().saturating_sub(crate::store::MAX_JOB_MARKS);
-        rec.jobs.drain(..excess);
-        rec.last_job = Some((job.request_id.to_owned(), result.clone()));
-        *sealed = Some(result);
+    match commit {
+        Commit::Nothing => {}
+        Commit::Job(job, sealed) => {
+            let result = (job.seal_result)(&reply).map_err(SessionError::Result)?;
+            rec.jobs.push(job.request_id.to_owned());
+            let excess = rec.jobs.len().saturating_sub(crate::store::MAX_JOB_MARKS);
+            rec.jobs.drain(..excess);
+            rec.last_job = Some((job.request_id.to_owned(), result.clone()));
+            *sealed = Some(result);
+        }
+        Commit::Key(key) => {
+            rec.keys
+                .retain(|(_, at)| now - at < crate::idempotency::KEEP_SECONDS);
+            rec.keys.push((key.mark.clone(), now));
+            let excess = rec.keys.len().saturating_sub(crate::store::MAX_KEY_MARKS);
+            rec.keys.drain(..excess);
+            // A response that cannot be sealed (over 1 MiB) is not kept: the
+            // turn still commits, and a replay is told it was applied.
+            rec.last_response = match (key.seal_response)(&reply) {
+                Ok(sealed) => Some((key.mark, sealed)),
+                Err(reason) => {
+                    tracing::warn!(%reason, "the response is not kept for replays of its idempotency key");
+                    None
+                }
+            };
+        }
     }
     save(app, rec, new).await?;
     Ok(reply)

@@ -60,6 +60,10 @@ fn session_bytes(s: &SessionRecord) -> usize {
         + opt(&s.sealed)
         + s.jobs.iter().map(String::len).sum::<usize>()
         + s.last_job.as_ref().map_or(0, |(a, b)| a.len() + b.len())
+        + s.keys.iter().map(|(m, _)| m.len() + 8).sum::<usize>()
+        + s.last_response
+            .as_ref()
+            .map_or(0, |(a, b)| a.len() + b.len())
 }
 
 fn execution_bytes(e: &ExecutionRecord) -> usize {
@@ -494,6 +498,8 @@ mod tests {
             sealed: None,
             jobs: Vec::new(),
             last_job: None,
+            keys: Vec::new(),
+            last_response: None,
             version: 0,
         }
     }

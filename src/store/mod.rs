@@ -55,12 +55,24 @@ pub struct SessionRecord {
     /// the turn, so that such a re-run completes with the original result.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_job: Option<(String, String)>,
+    /// Requests with an `Idempotency-Key` committed into this session:
+    /// `(mark, unix time)`, oldest first, for a day and at most
+    /// [`MAX_KEY_MARKS`] ([`crate::idempotency`]). Apart from the job marks,
+    /// so that neither evicts the other.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<(String, i64)>,
+    /// The latest keyed turn's mark and sealed response, written with the
+    /// turn, for its replays.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_response: Option<(String, String)>,
     /// Incremented on every write; writes compare and set on it.
     pub version: u64,
 }
 
 /// How many committed execution ids a session remembers.
 pub const MAX_JOB_MARKS: usize = 16;
+/// How many committed idempotency keys a session remembers (each for a day).
+pub const MAX_KEY_MARKS: usize = 64;
 
 /// Filters for listing sessions; `org` and `subject` always apply.
 #[derive(Debug, Clone, Default)]

@@ -2,7 +2,7 @@
 //!
 //! Layout under the configured prefix `P`:
 //! * `P:s:<id>`: a hash `{v: version, d: session metadata JSON, st: sealed
-//!   state, lj: last committed job}`, expiring with the session; replaced only
+//!   state, lj: last committed job and keyed response}`, expiring with the session; replaced only
 //!   by a Lua compare-and-set on `v`. Listing reads `v` and `d` only, never
 //!   the sealed states.
 //! * `P:i:<org>\0<subject>`: a sorted set of the principal's session ids by creation
@@ -605,13 +605,29 @@ impl RedisStore {
             rec.sealed = st;
         }
         if let Some(lj) = lj {
-            rec.last_job = Some(
-                serde_json::from_str(&lj)
-                    .map_err(|e| unavailable(format!("corrupt session record: {e}")))?,
-            );
+            let corrupt =
+                |e: serde_json::Error| unavailable(format!("corrupt session record: {e}"));
+            // Records written before keyed responses hold the job's pair alone.
+            if let Ok(job) = serde_json::from_str::<(String, String)>(&lj) {
+                rec.last_job = Some(job);
+            } else {
+                let results: LastResults = serde_json::from_str(&lj).map_err(corrupt)?;
+                rec.last_job = results.job;
+                rec.last_response = results.response;
+            }
         }
         Ok(Some(rec))
     }
+}
+
+/// The `lj` field: the last committed job's result and the last keyed
+/// turn's response (both large, so neither is in `d`, which listing reads).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct LastResults {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    job: Option<(String, String)>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    response: Option<(String, String)>,
 }
 
 fn encode<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
@@ -622,9 +638,12 @@ fn encode<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
 /// last job's result), the state and the last job ('' when absent).
 fn encode_session(mut rec: SessionRecord) -> Result<(String, String, String), StoreError> {
     let st = rec.sealed.take().unwrap_or_default();
-    let lj = match rec.last_job.take() {
-        Some(j) => encode(&j)?,
-        None => String::new(),
+    // Without a keyed response the field keeps the job's pair alone, as
+    // versions before keyed responses wrote and read it.
+    let lj = match (rec.last_job.take(), rec.last_response.take()) {
+        (None, None) => String::new(),
+        (Some(job), None) => encode(&job)?,
+        (job, response) => encode(&LastResults { job, response })?,
     };
     Ok((encode(&rec)?, st, lj))
 }
@@ -1099,5 +1118,55 @@ impl Store for RedisStore {
             Ok(Ok(_))
         );
         ("redis", up)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> SessionRecord {
+        serde_json::from_value(serde_json::json!({
+            "id": "s", "org": "o", "agent_id": "a", "subject": "u", "user_id": null,
+            "session_group": null, "metadata": null, "title": "", "model": "", "status": "active",
+            "created_at": 1, "updated_at": 1, "expires_at": 2, "message_count": 0,
+            "total_tokens": 0, "sealed": null, "version": 0
+        }))
+        .unwrap()
+    }
+
+    /// The `lj` field: the job's pair alone when there is no keyed response
+    /// (what earlier versions write and read), both otherwise; each reads back.
+    #[test]
+    fn last_results_round_trip_and_stay_readable_by_earlier_versions() {
+        let job = ("job-1".to_owned(), "sealed-result".to_owned());
+        let response = ("idem:k:f".to_owned(), "sealed-response".to_owned());
+        for (last_job, last_response) in [
+            (None, None),
+            (Some(job.clone()), None),
+            (None, Some(response.clone())),
+            (Some(job.clone()), Some(response.clone())),
+        ] {
+            let mut rec = record();
+            rec.last_job.clone_from(&last_job);
+            rec.last_response.clone_from(&last_response);
+            let (d, st, lj) = encode_session(rec).unwrap();
+            assert!(!d.contains("sealed-"), "large fields stay out of d: {d}");
+            if last_response.is_none() {
+                // Earlier versions parse the field as the job's pair.
+                let old: Option<(String, String)> =
+                    (!lj.is_empty()).then(|| serde_json::from_str(&lj).unwrap());
+                assert_eq!(old, last_job);
+            }
+            let back = RedisStore::decode_full(
+                Some(3),
+                Some(d),
+                Some(st),
+                (!lj.is_empty()).then_some(lj),
+            )
+            .unwrap()
+            .unwrap();
+            assert_eq!((back.last_job, back.last_response), (last_job, last_response));
+        }
     }
 }

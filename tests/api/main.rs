@@ -90,4 +90,6 @@ on_both_stores!(
     quant_idempotency::a_replayed_request_answers_its_recorded_response_and_runs_nothing,
     quant_idempotency::concurrent_attempts_of_one_keyed_request_commit_one_turn,
     quant_idempotency::a_replayed_async_request_finds_the_execution_it_queued,
+    quant_idempotency::one_key_names_one_request_whether_sync_or_async,
+    quant_idempotency::a_pending_replay_is_queued_again_and_runs_once,
 );

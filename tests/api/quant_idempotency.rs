@@ -166,10 +166,11 @@ pub async fn a_replayed_async_request_finds_the_execution_it_queued(backend: Bac
     )
     .await;
     assert_eq!(done["status"], "complete", "{done}");
-    // After it ran, a replay still names the same execution.
+    // After it ran, a replay still names the same execution, as it stands.
     let (status, replayed, late) = keyed(&app, CHAT, &["job-key"], &body).await;
     assert_eq!((status, replayed), (202, true));
     assert_eq!(late["requestId"], accepted["requestId"]);
+    assert_eq!(late["status"], "complete");
     let sid = accepted["sessionId"].as_str().unwrap();
     assert_eq!(messages(&app, sid).await, 2, "the message ran once");
     // The same key with other content: refused.
@@ -182,4 +183,82 @@ pub async fn a_replayed_async_request_finds_the_execution_it_queued(backend: Bac
     .await;
     assert_eq!(status, 422, "{err}");
     assert_eq!(err["error"], "idempotency_key_reused");
+}
+
+pub async fn one_key_names_one_request_whether_sync_or_async(backend: Backend) {
+    let app = spawn_app_with(backend.options()).await;
+    // Sync first, then the same key for an async request (no sessionId):
+    // refused, nothing queued.
+    let sync = json!({"message": "now", "userId": "u1"});
+    let (status, _, one) = keyed(&app, CHAT, &["mode-a"], &sync).await;
+    assert_eq!(status, 200, "{one}");
+    let with_async = json!({"message": "now", "userId": "u1", "async": true});
+    let (status, _, err) = keyed(&app, CHAT, &["mode-a"], &with_async).await;
+    assert_eq!(status, 422, "{err}");
+    assert_eq!(err["error"], "idempotency_key_reused");
+    let sid = one["sessionId"].as_str().unwrap();
+    assert_eq!(messages(&app, sid).await, 2);
+    // Async first, then the same key synchronously: refused, nothing runs.
+    let (status, _, accepted) = keyed(&app, CHAT, &["mode-b"], &with_async).await;
+    assert_eq!(status, 202, "{accepted}");
+    let (status, _, err) = keyed(&app, CHAT, &["mode-b"], &sync).await;
+    assert_eq!(status, 422, "{err}");
+    assert_eq!(err["error"], "idempotency_key_reused");
+    let done = wait_done(
+        &app,
+        accepted["pollUrl"].as_str().unwrap(),
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(done["status"], "complete", "{done}");
+    let sid = accepted["sessionId"].as_str().unwrap();
+    assert_eq!(messages(&app, sid).await, 2);
+}
+
+/// A replay of an async request that is still pending queues it again (its
+/// first attempt may have died before queueing it); the second delivery
+/// finds the turn committed and runs nothing twice.
+pub async fn a_pending_replay_is_queued_again_and_runs_once(backend: Backend) {
+    use crate::hostile::{RawUpstream, Script, http};
+    let release = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    let upstream = RawUpstream::start(Script::Held(
+        http(
+            "200 OK",
+            &[("content-type", "application/json")],
+            &completion("done").to_string(),
+        ),
+        release.clone(),
+    ))
+    .await;
+    let app = spawn_app_with(Options {
+        store: backend.clone(),
+        upstream: Some(upstream.base.clone()),
+        extra_toml: "[jobs]\nworkers = 1\n".into(),
+        ..Default::default()
+    })
+    .await;
+    let chat = "acme/ai/agents/gpt/chat";
+    // The one worker is held at the model by a first job...
+    let (status, blocker) = app
+        .quant_post(chat, &json!({"message": "first", "async": true}))
+        .await;
+    assert_eq!(status, 202, "{blocker}");
+    upstream.wait_hits(1).await;
+    // ...so the keyed one stays pending, and its replay queues it again.
+    let body = json!({"message": "keyed", "async": true});
+    let (status, _, accepted) = keyed(&app, chat, &["pending-key"], &body).await;
+    assert_eq!(status, 202, "{accepted}");
+    let (status, replayed, again) = keyed(&app, chat, &["pending-key"], &body).await;
+    assert_eq!((status, replayed), (202, true), "{again}");
+    assert_eq!(again["status"], "queued");
+    release.add_permits(10);
+    for poll in [&blocker["pollUrl"], &accepted["pollUrl"]] {
+        let done = wait_done(&app, poll.as_str().unwrap(), Duration::from_secs(20)).await;
+        assert_eq!(done["status"], "complete", "{done}");
+    }
+    // The second delivery of the keyed job is taken after the first (one
+    // worker): it finds the turn committed and calls no model.
+    let sid = accepted["sessionId"].as_str().unwrap();
+    assert_eq!(messages(&app, sid).await, 2, "the keyed message ran once");
+    assert_eq!(upstream.hits(), 2, "one model call per message");
 }

@@ -13,7 +13,7 @@ use crate::jobs;
 use crate::limits::{self, Work};
 use crate::runtime::run_turn;
 use crate::sessions::{self, ChatTurn, Scope, SessionError};
-use crate::store::StoreError;
+use crate::store::{ExecutionRecord, ExecutionStatus, StoreError};
 
 /// One turn in a server-side session: synchronous (200), streamed
 /// (`stream: true`, server-sent events) or queued (`async: true`, 202 with a
@@ -118,7 +118,13 @@ async fn handle(
             limits::holding(run_turn(cx, conversation, input), admitted.slot),
             sse::Renderer {
                 finish: move |outcome| async move {
-                    let reply = sessions::finish(&finish_data, prepared, outcome, None).await?;
+                    let reply = sessions::finish(
+                        &finish_data,
+                        prepared,
+                        outcome,
+                        sessions::Commit::Nothing,
+                    )
+                    .await?;
                     Ok(response_body(&reply))
                 },
                 action: |_: &crate::domain::PendingAction| serde_json::Value::Null,
@@ -127,6 +133,14 @@ async fn handle(
             },
         )
         .await;
+    }
+    if let Some(idem) = &turn.idempotency
+        && execution_of(app, &turn, &idem.derived_id("execution"))
+            .await?
+            .is_some()
+    {
+        // The key queued an async request.
+        return Err(SessionError::KeyReused.into());
     }
     if let Some(recorded) = sessions::replayed(app, &turn).await? {
         return Ok(replay(recorded));
@@ -138,7 +152,7 @@ async fn handle(
         .unless_drained(async { Ok(sessions::run(app, turn).await?) })
         .await?;
     let Some(turn) = idempotent else {
-        let reply = sessions::finish(app, prepared, outcome, None).await?;
+        let reply = sessions::finish(app, prepared, outcome, sessions::Commit::Nothing).await?;
         return Ok(HttpResponse::Ok()
             .content_type("application/json")
             .body(response_body(&reply)));
@@ -157,12 +171,11 @@ async fn handle(
             response_body(reply).as_bytes(),
         )
     };
-    let commit = sessions::JobCommit {
-        request_id: &mark,
-        seal_result: &seal,
-    };
-    let mut sealed = None;
-    match sessions::finish(app, prepared, outcome, Some((&commit, &mut sealed))).await {
+    let commit = sessions::Commit::Key(sessions::KeyCommit {
+        mark,
+        seal_response: &seal,
+    });
+    match sessions::finish(app, prepared, outcome, commit).await {
         Ok(reply) => Ok(HttpResponse::Ok()
             .content_type("application/json")
             .body(response_body(&reply))),
@@ -192,6 +205,19 @@ fn idempotency_key(req: &HttpRequest) -> Result<Option<&str>, ApiError> {
         .map_err(|e| ApiError::invalid(e.to_string()))
 }
 
+/// The execution `request_id` if it exists and belongs to `turn`'s caller.
+async fn execution_of(
+    app: &AppState,
+    turn: &ChatTurn,
+    request_id: &str,
+) -> Result<Option<ExecutionRecord>, ApiError> {
+    Ok(app
+        .store
+        .get_execution(request_id, app.clock.now())
+        .await?
+        .filter(|rec| rec.org == turn.scope.org && rec.subject == turn.scope.subject))
+}
+
 /// A response recorded by an earlier attempt of the same idempotent request.
 fn replay(recorded: Vec<u8>) -> HttpResponse {
     HttpResponse::Ok()
@@ -214,27 +240,36 @@ async fn accept(
         None => uuid::Uuid::new_v4().to_string(),
     };
     let agent_id = turn.agent_id.clone();
-    let mut replayed = false;
+    let mut status = "queued";
     let existing = match &turn.idempotency {
-        Some(idem) => app
-            .store
-            .get_execution(&request_id, app.clock.now())
-            .await?
-            .filter(|rec| rec.org == turn.scope.org && rec.subject == turn.scope.subject)
-            .map(|rec| {
-                if idem.same_request(rec.fingerprint.as_deref()) {
-                    Ok(rec.session_id)
-                } else {
-                    Err(ApiError::from(SessionError::KeyReused))
+        Some(idem) => match execution_of(app, &turn, &request_id).await? {
+            Some(rec) if !idem.same_request(rec.fingerprint.as_deref()) => {
+                return Err(SessionError::KeyReused.into());
+            }
+            Some(rec) => Some(rec),
+            None => {
+                // A synchronous request with this key committed: refused.
+                if sessions::replayed(app, &turn).await?.is_some() {
+                    return Err(SessionError::KeyReused.into());
                 }
-            })
-            .transpose()?,
+                None
+            }
+        },
         None => None,
     };
+    let replayed = existing.is_some();
     let session_id = match existing {
-        Some(id) => {
-            replayed = true;
-            id
+        Some(rec) => {
+            if rec.status == ExecutionStatus::Pending {
+                // Its first attempt may have died between recording and
+                // queueing it.
+                jobs::requeue(app, &rec, turn).await?;
+            }
+            status = match rec.status {
+                ExecutionStatus::Pending => "queued",
+                other => other.as_str(),
+            };
+            rec.session_id
         }
         None => jobs::accept(app, &request_id, turn).await?,
     };
@@ -253,7 +288,7 @@ async fn accept(
         agent_id: &agent_id,
         agent_name: &agent_name,
         session_id: &session_id,
-        status: "queued",
+        status,
         message: "Agent execution started. Poll the status endpoint for updates.",
         poll_url: format!("/api/v3/{spelling}/{org}/ai/chat/executions/{request_id}"),
     }))
