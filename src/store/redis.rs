@@ -1158,15 +1158,14 @@ mod tests {
                     (!lj.is_empty()).then(|| serde_json::from_str(&lj).unwrap());
                 assert_eq!(old, last_job);
             }
-            let back = RedisStore::decode_full(
-                Some(3),
-                Some(d),
-                Some(st),
-                (!lj.is_empty()).then_some(lj),
-            )
-            .unwrap()
-            .unwrap();
-            assert_eq!((back.last_job, back.last_response), (last_job, last_response));
+            let back =
+                RedisStore::decode_full(Some(3), Some(d), Some(st), (!lj.is_empty()).then_some(lj))
+                    .unwrap()
+                    .unwrap();
+            assert_eq!(
+                (back.last_job, back.last_response),
+                (last_job, last_response)
+            );
         }
     }
 }
