@@ -277,7 +277,12 @@ pub async fn accept(app: &AppState, request_id: &str, turn: ChatTurn) -> Result<
                 // An idempotent request's earlier attempt created the session
                 // (from the same key) and stopped before queueing: use it.
                 Err(SessionError::Store(StoreError::Exists)) if turn.idempotency.is_some() => {
-                    (sessions::get_for_chat(app, &turn, &id).await?.id, false)
+                    let rec = sessions::get_for_chat(app, &turn, &id).await?;
+                    if rec.jobs.iter().any(|j| j == request_id) {
+                        // It ran, and its record has expired since: never again.
+                        return Err(SessionError::ResponseGone.into());
+                    }
+                    (rec.id, false)
                 }
                 Err(e) => return Err(e.into()),
             }

@@ -507,6 +507,12 @@ pub async fn finish(
     match commit {
         Commit::Nothing => {}
         Commit::Job(job, sealed) => {
+            if rec.jobs.iter().any(|j| j == job.request_id) {
+                // Another delivery of this execution committed its turn after
+                // this one checked and before it read the session: the
+                // caller completes with that delivery's result.
+                return Err(SessionError::Store(crate::store::StoreError::Conflict));
+            }
             let result = (job.seal_result)(&reply).map_err(SessionError::Result)?;
             rec.jobs.push(job.request_id.to_owned());
             let excess = rec.jobs.len().saturating_sub(crate::store::MAX_JOB_MARKS);

@@ -2,7 +2,7 @@
 //!
 //! Layout under the configured prefix `P`:
 //! * `P:s:<id>`: a hash `{v: version, d: session metadata JSON, st: sealed
-//!   state, lj: last committed job and keyed response}`, expiring with the session; replaced only
+//!   state, lj: last committed job, lr: last keyed response}`, expiring with the session; replaced only
 //!   by a Lua compare-and-set on `v`. Listing reads `v` and `d` only, never
 //!   the sealed states.
 //! * `P:i:<org>\0<subject>`: a sorted set of the principal's session ids by creation
@@ -42,11 +42,13 @@ const OP_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a principal's session index lives after its last write.
 const INDEX_TTL_MS: i64 = 8 * 86_400 * 1000;
 
-/// Set the optional fields `st` (ARGV[6]) and `lj` (ARGV[7]): an empty value deletes one.
+/// Set the optional fields `st` (ARGV[6]), `lj` (ARGV[7]) and `lr`
+/// (ARGV[8]): an empty value deletes one.
 const OPTIONAL: &str = r"
-local function set_optional(key, st, lj)
+local function set_optional(key, st, lj, lr)
   if st == '' then redis.call('HDEL', key, 'st') else redis.call('HSET', key, 'st', st) end
   if lj == '' then redis.call('HDEL', key, 'lj') else redis.call('HSET', key, 'lj', lj) end
+  if lr == '' then redis.call('HDEL', key, 'lr') else redis.call('HSET', key, 'lr', lr) end
 end
 ";
 
@@ -54,7 +56,7 @@ end
 const CREATE: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'v', 0, 'd', ARGV[1])
-set_optional(KEYS[1], ARGV[6], ARGV[7])
+set_optional(KEYS[1], ARGV[6], ARGV[7], ARGV[8])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
 redis.call('PEXPIRE', KEYS[2], ARGV[5])
@@ -66,7 +68,7 @@ return 1
 const CREATE_SESSION: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'v', 0, 'd', ARGV[1])
-set_optional(KEYS[1], ARGV[6], ARGV[7])
+set_optional(KEYS[1], ARGV[6], ARGV[7], ARGV[8])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1
 ";
@@ -82,7 +84,7 @@ const REPLACE: &str = r"
 local v = redis.call('HGET', KEYS[1], 'v')
 if (not v) or tonumber(v) ~= tonumber(ARGV[1]) then return 0 end
 redis.call('HSET', KEYS[1], 'v', tonumber(ARGV[1]) + 1, 'd', ARGV[2])
-set_optional(KEYS[1], ARGV[6], ARGV[7])
+set_optional(KEYS[1], ARGV[6], ARGV[7], ARGV[8])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 1
 ";
@@ -321,8 +323,8 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
-/// ARGV of [`CREATE`]: data, ttl ms, created at, id, index ttl ms, st, lj.
-type CreateArgs = (String, i64, i64, String, i64, String, String);
+/// ARGV of [`CREATE`]: data, ttl ms, created at, id, index ttl ms, st, lj, lr.
+type CreateArgs = (String, i64, i64, String, i64, String, String, String);
 
 fn ttl_ms(expires_at: i64, now: i64) -> i64 {
     ((expires_at - now) * 1000).max(1)
@@ -597,6 +599,7 @@ impl RedisStore {
         d: Option<String>,
         st: Option<String>,
         lj: Option<String>,
+        lr: Option<String>,
     ) -> Result<Option<SessionRecord>, StoreError> {
         let Some(mut rec) = Self::decode(v, d)? else {
             return Ok(None);
@@ -604,48 +607,34 @@ impl RedisStore {
         if st.is_some() {
             rec.sealed = st;
         }
+        let pair = |field: String| -> Result<(String, String), StoreError> {
+            serde_json::from_str(&field)
+                .map_err(|e| unavailable(format!("corrupt session record: {e}")))
+        };
         if let Some(lj) = lj {
-            let corrupt =
-                |e: serde_json::Error| unavailable(format!("corrupt session record: {e}"));
-            // Records written before keyed responses hold the job's pair alone.
-            if let Ok(job) = serde_json::from_str::<(String, String)>(&lj) {
-                rec.last_job = Some(job);
-            } else {
-                let results: LastResults = serde_json::from_str(&lj).map_err(corrupt)?;
-                rec.last_job = results.job;
-                rec.last_response = results.response;
-            }
+            rec.last_job = Some(pair(lj)?);
+        }
+        if let Some(lr) = lr {
+            rec.last_response = Some(pair(lr)?);
         }
         Ok(Some(rec))
     }
-}
-
-/// The `lj` field: the last committed job's result and the last keyed
-/// turn's response (both large, so neither is in `d`, which listing reads).
-#[derive(serde::Serialize, serde::Deserialize)]
-struct LastResults {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    job: Option<(String, String)>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    response: Option<(String, String)>,
 }
 
 fn encode<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
     serde_json::to_string(v).map_err(|e| unavailable(format!("encoding: {e}")))
 }
 
-/// A session's fields: its metadata JSON (without the sealed state and the
-/// last job's result), the state and the last job ('' when absent).
-fn encode_session(mut rec: SessionRecord) -> Result<(String, String, String), StoreError> {
+/// A session's fields: its metadata JSON (without the large fields, so
+/// that listing reads little), the state, the last job's result and the
+/// last keyed turn's response ('' when absent). The response has a field of
+/// its own, which versions before it neither read nor remove.
+fn encode_session(mut rec: SessionRecord) -> Result<(String, String, String, String), StoreError> {
     let st = rec.sealed.take().unwrap_or_default();
-    // Without a keyed response the field keeps the job's pair alone, as
-    // versions before keyed responses wrote and read it.
-    let lj = match (rec.last_job.take(), rec.last_response.take()) {
-        (None, None) => String::new(),
-        (Some(job), None) => encode(&job)?,
-        (job, response) => encode(&LastResults { job, response })?,
-    };
-    Ok((encode(&rec)?, st, lj))
+    let pair = |p: Option<(String, String)>| p.map_or(Ok(String::new()), |p| encode(&p));
+    let lj = pair(rec.last_job.take())?;
+    let lr = pair(rec.last_response.take())?;
+    Ok((encode(&rec)?, st, lj, lr))
 }
 
 #[async_trait::async_trait]
@@ -656,9 +645,9 @@ impl Store for RedisStore {
             self.index_key(&rec.org, &rec.subject),
         );
         let (ttl, created_at, id) = (ttl_ms(rec.expires_at, now), rec.created_at, rec.id.clone());
-        let (data, st, lj) = encode_session(rec)?;
+        let (data, st, lj, lr) = encode_session(rec)?;
         // ARGV of CREATE and its halves.
-        let argv = (data, ttl, created_at, id, INDEX_TTL_MS, st, lj);
+        let argv = (data, ttl, created_at, id, INDEX_TTL_MS, st, lj, lr);
         fn args(call: &mut redis::ScriptInvocation<'_>, v: &CreateArgs) {
             call.arg(&v.0)
                 .arg(v.1)
@@ -666,7 +655,8 @@ impl Store for RedisStore {
                 .arg(&v.3)
                 .arg(v.4)
                 .arg(&v.5)
-                .arg(&v.6);
+                .arg(&v.6)
+                .arg(&v.7);
         }
         let created: i64 = if self.is_cluster() {
             // Two slots: the session first, then its index entry. A session
@@ -718,8 +708,14 @@ impl Store for RedisStore {
 
     async fn get_session(&self, id: &str, now: i64) -> Result<Option<SessionRecord>, StoreError> {
         let key = self.session_key(id);
-        type Fields = (Option<u64>, Option<String>, Option<String>, Option<String>);
-        let (v, d, st, lj): Fields = self
+        type Fields = (
+            Option<u64>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+        );
+        let (v, d, st, lj, lr): Fields = self
             .run(|mut c| async move {
                 redis::cmd("HMGET")
                     .arg(key)
@@ -727,11 +723,12 @@ impl Store for RedisStore {
                     .arg("d")
                     .arg("st")
                     .arg("lj")
+                    .arg("lr")
                     .query_async(&mut c)
                     .await
             })
             .await?;
-        Ok(Self::decode_full(v, d, st, lj)?.filter(|s| s.expires_at > now))
+        Ok(Self::decode_full(v, d, st, lj, lr)?.filter(|s| s.expires_at > now))
     }
 
     async fn replace_session(
@@ -742,7 +739,7 @@ impl Store for RedisStore {
     ) -> Result<(), StoreError> {
         let key = self.session_key(&rec.id);
         let ttl = ttl_ms(rec.expires_at, now);
-        let (data, st, lj) = encode_session(rec)?;
+        let (data, st, lj, lr) = encode_session(rec)?;
         let replaced: i64 = self
             .run(|mut c| async move {
                 Script::new(&format!("{OPTIONAL}{REPLACE}"))
@@ -754,6 +751,7 @@ impl Store for RedisStore {
                     .arg("")
                     .arg(st)
                     .arg(lj)
+                    .arg(lr)
                     .invoke_async(&mut c)
                     .await
             })
@@ -1135,10 +1133,10 @@ mod tests {
         .unwrap()
     }
 
-    /// The `lj` field: the job's pair alone when there is no keyed response
-    /// (what earlier versions write and read), both otherwise; each reads back.
+    /// The job's result and the keyed response each in a field of their
+    /// own, out of `d`, the job's as earlier versions wrote and read it.
     #[test]
-    fn last_results_round_trip_and_stay_readable_by_earlier_versions() {
+    fn large_fields_are_kept_apart_and_read_back() {
         let job = ("job-1".to_owned(), "sealed-result".to_owned());
         let response = ("idem:k:f".to_owned(), "sealed-response".to_owned());
         for (last_job, last_response) in [
@@ -1150,18 +1148,15 @@ mod tests {
             let mut rec = record();
             rec.last_job.clone_from(&last_job);
             rec.last_response.clone_from(&last_response);
-            let (d, st, lj) = encode_session(rec).unwrap();
+            let (d, st, lj, lr) = encode_session(rec).unwrap();
             assert!(!d.contains("sealed-"), "large fields stay out of d: {d}");
-            if last_response.is_none() {
-                // Earlier versions parse the field as the job's pair.
-                let old: Option<(String, String)> =
-                    (!lj.is_empty()).then(|| serde_json::from_str(&lj).unwrap());
-                assert_eq!(old, last_job);
-            }
-            let back =
-                RedisStore::decode_full(Some(3), Some(d), Some(st), (!lj.is_empty()).then_some(lj))
-                    .unwrap()
-                    .unwrap();
+            let old: Option<(String, String)> =
+                (!lj.is_empty()).then(|| serde_json::from_str(&lj).unwrap());
+            assert_eq!(old, last_job, "lj is the job's pair alone");
+            let some = |f: String| (!f.is_empty()).then_some(f);
+            let back = RedisStore::decode_full(Some(3), Some(d), Some(st), some(lj), some(lr))
+                .unwrap()
+                .unwrap();
             assert_eq!(
                 (back.last_job, back.last_response),
                 (last_job, last_response)

@@ -248,7 +248,9 @@ async fn accept(
             }
             Some(rec) => Some(rec),
             None => {
-                // A synchronous request with this key committed: refused.
+                // A synchronous request with this key committed: `replayed`
+                // refuses it (422), since `async` is in the fingerprint; no
+                // recorded response can match an async request.
                 if sessions::replayed(app, &turn).await?.is_some() {
                     return Err(SessionError::KeyReused.into());
                 }
