@@ -29,6 +29,10 @@ try {
   page.on("pageerror", (e) => failed.push("page error: " + e.message));
 
   await page.goto(base + "/playground");
+  // The page lists agents as it starts; let that finish, so the listing
+  // asked for below is the one the page keeps (the page also ignores a
+  // listing answered after a later one).
+  await page.waitForFunction(() => /agent\(s\)|Cannot list/.test(document.getElementById("status")?.textContent || ""));
   // Keyboard and labels: every control is reachable by its label.
   await page.getByLabel("Project or organisation").fill("p");
   await page.getByRole("button", { name: "Load agents" }).click();
@@ -97,6 +101,18 @@ try {
   check((await page.textContent("#c-session")).length > 8, "the session is shown");
   check(failed.length === 0, "failed requests or page errors: " + failed.join(", "));
   console.log("playground: ok (" + pieces + " pieces)");
+} catch (e) {
+  // What the page showed, for the failure message.
+  const page = browser.contexts()[0]?.pages()[0];
+  if (page) {
+    const shown = await page.evaluate(() => ({
+      agent: document.getElementById("agent")?.value,
+      status: document.getElementById("status")?.textContent,
+      log: document.getElementById("log")?.innerText,
+    })).catch(() => null);
+    console.error("the page showed: " + JSON.stringify(shown));
+  }
+  throw e;
 } finally {
   await browser.close();
 }
