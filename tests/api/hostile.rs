@@ -200,6 +200,22 @@ async fn endless(
     written
 }
 
+/// An OpenAI upstream whose every answer (a completion saying `text`) waits
+/// for a permit of the returned semaphore, which starts with `permits`.
+pub async fn held_completion(
+    text: &str,
+    permits: usize,
+) -> (RawUpstream, Arc<tokio::sync::Semaphore>) {
+    let release = Arc::new(tokio::sync::Semaphore::new(permits));
+    let body = completion(text).to_string();
+    let upstream = RawUpstream::start(Script::Held(
+        http("200 OK", &[("content-type", "application/json")], &body),
+        release.clone(),
+    ))
+    .await;
+    (upstream, release)
+}
+
 /// An HTTP/1.1 response head and body.
 pub fn http(status: &str, headers: &[(&str, &str)], body: &str) -> Vec<u8> {
     let mut out = format!("HTTP/1.1 {status}\r\ncontent-length: {}\r\n", body.len());

@@ -206,13 +206,7 @@ pub mod sigterm {
 
     #[tokio::test]
     async fn sigterm_closes_the_listener_at_once_finishes_the_request_in_flight_and_exits_0() {
-        let release = Arc::new(tokio::sync::Semaphore::new(0));
-        let body = completion("finished after the signal").to_string();
-        let up = RawUpstream::start(Script::Held(
-            http("200 OK", &[("content-type", "application/json")], &body),
-            release.clone(),
-        ))
-        .await;
+        let (up, release) = crate::hostile::held_completion("finished after the signal", 0).await;
         let dir = tempfile::tempdir().unwrap();
         let (mut child, port) = start(&up.base, &dir).await;
         let url = format!("http://127.0.0.1:{port}/api/v1/projects/p/ai/agents/chat");

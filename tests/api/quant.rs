@@ -248,16 +248,9 @@ pub async fn sessions_expire_after_inactivity_and_slide_on_each_turn(backend: Ba
 }
 
 pub async fn two_concurrent_turns_on_one_session_never_lose_a_message(backend: Backend) {
-    use crate::hostile::{RawUpstream, Script, http};
     // The model answers only when released: both turns are in flight (both
     // read the session) before either finishes.
-    let release = std::sync::Arc::new(tokio::sync::Semaphore::new(1));
-    let body = completion("slow").to_string();
-    let upstream = RawUpstream::start(Script::Held(
-        http("200 OK", &[("content-type", "application/json")], &body),
-        release.clone(),
-    ))
-    .await;
+    let (upstream, release) = crate::hostile::held_completion("slow", 1).await;
     let app = spawn_app_with(Options {
         store: backend.clone(),
         upstream: Some(upstream.base.clone()),

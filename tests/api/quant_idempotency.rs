@@ -111,20 +111,10 @@ pub async fn a_replayed_request_answers_its_recorded_response_and_runs_nothing(b
 }
 
 pub async fn concurrent_attempts_of_one_keyed_request_commit_one_turn(backend: Backend) {
-    use crate::hostile::{RawUpstream, Script, http};
     // The model answers only when released, so both attempts are running
     // (both read the session) before either commits: a balancer's retry
     // that arrives while the first attempt is still in flight.
-    let release = std::sync::Arc::new(tokio::sync::Semaphore::new(1));
-    let upstream = RawUpstream::start(Script::Held(
-        http(
-            "200 OK",
-            &[("content-type", "application/json")],
-            &completion("once").to_string(),
-        ),
-        release.clone(),
-    ))
-    .await;
+    let (upstream, release) = crate::hostile::held_completion("once", 1).await;
     let app = spawn_app_with(Options {
         store: backend.clone(),
         upstream: Some(upstream.base.clone()),
@@ -219,17 +209,7 @@ pub async fn one_key_names_one_request_whether_sync_or_async(backend: Backend) {
 /// first attempt may have died before queueing it); the second delivery
 /// finds the turn committed and runs nothing twice.
 pub async fn a_pending_replay_is_queued_again_and_runs_once(backend: Backend) {
-    use crate::hostile::{RawUpstream, Script, http};
-    let release = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
-    let upstream = RawUpstream::start(Script::Held(
-        http(
-            "200 OK",
-            &[("content-type", "application/json")],
-            &completion("done").to_string(),
-        ),
-        release.clone(),
-    ))
-    .await;
+    let (upstream, release) = crate::hostile::held_completion("done", 0).await;
     let app = spawn_app_with(Options {
         store: backend.clone(),
         upstream: Some(upstream.base.clone()),

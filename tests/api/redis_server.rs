@@ -17,13 +17,85 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// How many times a server (or cluster) is started on newly chosen ports
+/// when one exits at once: a port chosen free can be taken (by any
+/// process's outgoing connection) before redis-server binds it.
+const START_ATTEMPTS: u32 = 5;
+
+/// Whether every node answers `PING`, polling up to 10 s; `false` as soon as
+/// one has exited (it could not bind its port).
+async fn serving(nodes: &mut [Child], ports: &[u16]) -> bool {
+    for _ in 0..200 {
+        if nodes
+            .iter_mut()
+            .any(|n| matches!(n.try_wait(), Ok(Some(_))))
+        {
+            return false;
+        }
+        let mut all = true;
+        for &port in ports {
+            if !query(port, &["PING"])
+                .await
+                .is_some_and(|v| text(&v).contains("PONG"))
+            {
+                all = false;
+                break;
+            }
+        }
+        if all {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+fn stop(nodes: &mut [Child]) {
+    for n in nodes {
+        let _ = n.kill();
+        let _ = n.wait();
+    }
+}
+
+/// Three distinct free ports, each with its cluster bus port (+10000) free
+/// too, all held until chosen.
+fn cluster_ports() -> Vec<u16> {
+    loop {
+        let held: Vec<std::net::TcpListener> = (0..3)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let ports: Vec<u16> = held
+            .iter()
+            .map(|l| l.local_addr().unwrap().port())
+            .collect();
+        let bus_free = ports.iter().all(|&p| {
+            p <= 55_535 && std::net::TcpListener::bind(("127.0.0.1", p + 10_000)).is_ok()
+        });
+        if bus_free {
+            return ports;
+        }
+    }
+}
+
 impl RedisServer {
     pub async fn start() -> Self {
+        for _ in 1..START_ATTEMPTS {
+            let (port, dir) = (free_port(), tempfile::tempdir().unwrap());
+            let mut child = Self::spawn(port, &dir);
+            if serving(std::slice::from_mut(&mut child), &[port]).await {
+                return Self {
+                    child: Some(child),
+                    port,
+                    dir,
+                };
+            }
+            stop(std::slice::from_mut(&mut child));
+        }
         Self::start_on(free_port(), tempfile::tempdir().unwrap()).await
     }
 
-    async fn start_on(port: u16, dir: tempfile::TempDir) -> Self {
-        let child = Command::new("redis-server")
+    fn spawn(port: u16, dir: &tempfile::TempDir) -> Child {
+        Command::new("redis-server")
             .args([
                 "--port",
                 &port.to_string(),
@@ -39,7 +111,12 @@ impl RedisServer {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("redis-server must be installed (scripts/test.sh installs it)");
+            .expect("redis-server must be installed (scripts/test.sh installs it)")
+    }
+
+    /// Start on `port` (a restart keeps its port), waiting until it answers.
+    async fn start_on(port: u16, dir: tempfile::TempDir) -> Self {
+        let child = Self::spawn(port, &dir);
         let server = Self {
             child: Some(child),
             port,
@@ -86,23 +163,29 @@ pub struct RedisCluster {
 
 impl RedisCluster {
     pub async fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        // Distinct ports, held until all are chosen. A node also listens on
-        // its port + 10000 (the cluster bus), so keep that one free too.
-        let ports: Vec<u16> = loop {
-            let held: Vec<std::net::TcpListener> = (0..3)
-                .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-                .collect();
-            let ports: Vec<u16> = held
-                .iter()
-                .map(|l| l.local_addr().unwrap().port())
-                .collect();
-            if ports.iter().all(|&p| p <= 55_535) {
-                break ports;
+        for attempt in 1..=START_ATTEMPTS {
+            let dir = tempfile::tempdir().unwrap();
+            let ports = cluster_ports();
+            let mut nodes = Self::spawn(&ports, &dir);
+            if serving(&mut nodes, &ports).await {
+                return Self::join(Self {
+                    nodes,
+                    ports,
+                    _dir: dir,
+                })
+                .await;
             }
-        };
+            stop(&mut nodes);
+            eprintln!(
+                "redis cluster, attempt {attempt}: a node exited (its port was taken); new ports"
+            );
+        }
+        panic!("no Redis Cluster started in {START_ATTEMPTS} attempts");
+    }
+
+    fn spawn(ports: &[u16], dir: &tempfile::TempDir) -> Vec<Child> {
         let mut nodes = Vec::new();
-        for port in &ports {
+        for port in ports {
             let node_dir = dir.path().join(port.to_string());
             std::fs::create_dir_all(&node_dir).unwrap();
             nodes.push(
@@ -130,14 +213,11 @@ impl RedisCluster {
                     .expect("redis-server must be installed (scripts/test.sh installs it)"),
             );
         }
-        let cluster = Self {
-            nodes,
-            ports,
-            _dir: dir,
-        };
-        for port in &cluster.ports {
-            until(*port, &["PING"], "PONG", 200).await;
-        }
+        nodes
+    }
+
+    /// Join the running nodes into one cluster and wait until all agree.
+    async fn join(cluster: Self) -> Self {
         let addresses: Vec<String> = cluster
             .ports
             .iter()
