@@ -75,6 +75,24 @@ pub struct ChatTurn {
     pub idempotency: Option<crate::idempotency::Idempotency>,
 }
 
+impl ChatTurn {
+    /// Who asks for which session with which key, without the message, the
+    /// system prompt or the meter: what a replay check needs after the turn
+    /// itself has taken them.
+    pub fn without_content(&self) -> ChatTurn {
+        ChatTurn {
+            scope: self.scope.clone(),
+            user_id: self.user_id.clone(),
+            agent_id: self.agent_id.clone(),
+            session_id: self.session_id.clone(),
+            message: String::new(),
+            system: None,
+            meter: None,
+            idempotency: self.idempotency.clone(),
+        }
+    }
+}
+
 /// The session id a turn runs on: the one it names, else (for a new
 /// session) the one derived from its idempotency key, if any.
 pub fn session_id_of(turn: &ChatTurn) -> Option<String> {

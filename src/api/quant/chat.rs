@@ -145,7 +145,7 @@ async fn handle(
     if let Some(recorded) = sessions::replayed(app, &turn).await? {
         return Ok(replay(recorded));
     }
-    let idempotent = turn.idempotency.is_some().then(|| turn.clone());
+    let idempotent = turn.idempotency.is_some().then(|| turn.without_content());
     // Only the turn itself is abandoned at the end of a drain, never the
     // session write that commits it.
     let (prepared, outcome) = app
@@ -163,22 +163,22 @@ async fn handle(
         .as_ref()
         .map(Idempotency::mark)
         .unwrap_or_default();
+    // Rendered once: sealed for replays, then sent.
+    let rendered = std::sync::OnceLock::new();
     let seal = |reply: &sessions::ChatReply| {
-        sessions::seal_response(
-            app,
-            &turn,
-            &reply.session_id,
-            response_body(reply).as_bytes(),
-        )
+        let body: &String = rendered.get_or_init(|| response_body(reply));
+        sessions::seal_response(app, &turn, &reply.session_id, body.as_bytes())
     };
     let commit = sessions::Commit::Key(sessions::KeyCommit {
         mark,
         seal_response: &seal,
     });
     match sessions::finish(app, prepared, outcome, commit).await {
-        Ok(reply) => Ok(HttpResponse::Ok()
-            .content_type("application/json")
-            .body(response_body(&reply))),
+        Ok(reply) => Ok(HttpResponse::Ok().content_type("application/json").body(
+            rendered
+                .into_inner()
+                .unwrap_or_else(|| response_body(&reply)),
+        )),
         // Another attempt of this same request (a balancer's retry while
         // this one was still running) committed first: answer its response.
         Err(SessionError::Store(StoreError::Conflict | StoreError::Exists)) => {
