@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use agentgate::client::{ChatClient, Event};
 use serde_json::{Value, json};
-use wiremock::matchers::{method, path};
+use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 use crate::helpers::*;
@@ -96,6 +96,23 @@ pub fn sse(text: Option<&str>, call: Option<(&str, String)>) -> ResponseTemplate
     ResponseTemplate::new(200).set_body_raw(body, "text/event-stream")
 }
 
+/// The gateway with a [`FileReader`] model asking for `path`; the mock
+/// lives as long as the returned server.
+async fn with_file_reader(path: String) -> (MockServer, TestApp) {
+    let upstream = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(wiremock::matchers::path("/v1/chat/completions"))
+        .respond_with(FileReader { path })
+        .mount(&upstream)
+        .await;
+    let app = spawn_app_with(Options {
+        upstream: Some(format!("{}/v1", upstream.uri())),
+        ..Default::default()
+    })
+    .await;
+    (upstream, app)
+}
+
 impl Respond for FileReader {
     fn respond(&self, req: &Request) -> ResponseTemplate {
         let body: Value = serde_json::from_slice(&req.body).unwrap();
@@ -124,19 +141,7 @@ async fn the_terminal_client_holds_a_two_turn_conversation_with_a_client_tool() 
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("note.txt");
     std::fs::write(&file, "the secret is 42").unwrap();
-    let upstream = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/v1/chat/completions"))
-        .respond_with(FileReader {
-            path: file.display().to_string(),
-        })
-        .mount(&upstream)
-        .await;
-    let app = spawn_app_with(Options {
-        upstream: Some(format!("{}/v1", upstream.uri())),
-        ..Default::default()
-    })
-    .await;
+    let (upstream, app) = with_file_reader(file.display().to_string()).await;
     let saved = dir.path().join("cursor.txt");
     let steps = json!([
         ["expect", "you> "],
@@ -209,19 +214,7 @@ async fn the_terminal_client_holds_a_two_turn_conversation_with_a_client_tool() 
 
 #[tokio::test]
 async fn undo_after_a_tool_turn_goes_back_to_before_its_message() {
-    let upstream = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/v1/chat/completions"))
-        .respond_with(FileReader {
-            path: "/nonexistent".into(),
-        })
-        .mount(&upstream)
-        .await;
-    let app = spawn_app_with(Options {
-        upstream: Some(format!("{}/v1", upstream.uri())),
-        ..Default::default()
-    })
-    .await;
+    let (_upstream, app) = with_file_reader("/nonexistent".into()).await;
     let mut client = ChatClient::new(&app.address, Some("p"), "gpt", None)
         .with_tools(agentgate::client::default_tools());
     client.say("hi", |_| {}).await.unwrap();

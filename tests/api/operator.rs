@@ -19,6 +19,34 @@ fn agentgate() -> Command {
     cmd
 }
 
+/// `agentgate cursor inspect CURSOR --project P --agent A --at AT EXTRA…`
+/// with `keys` as the cursor keys (none: unset), `[P, A]` as `context`.
+fn inspect(
+    keys: Option<&str>,
+    cursor: &str,
+    [project, agent]: [&str; 2],
+    at: i64,
+    extra: &[&str],
+) -> std::process::Output {
+    let mut cmd = agentgate();
+    if let Some(keys) = keys {
+        cmd.env("AGENTGATE_CURSOR_KEYS", keys);
+    }
+    cmd.args([
+        "cursor",
+        "inspect",
+        cursor,
+        "--project",
+        project,
+        "--agent",
+        agent,
+    ])
+    .args(["--at", &at.to_string()])
+    .args(extra)
+    .output()
+    .unwrap()
+}
+
 #[tokio::test]
 async fn cursor_inspect_opens_a_real_cursor_only_in_its_own_context() {
     let app = spawn_app().await;
@@ -30,21 +58,13 @@ async fn cursor_inspect_opens_a_real_cursor_only_in_its_own_context() {
     assert_eq!(status, 200);
     let cursor = cursor_of(&two);
 
-    let out = agentgate()
-        .env("AGENTGATE_CURSOR_KEYS", default_keys())
-        .args([
-            "cursor",
-            "inspect",
-            &cursor,
-            "--project",
-            "p",
-            "--agent",
-            "echo",
-            "--json",
-        ])
-        .args(["--at", &T0.to_string()])
-        .output()
-        .unwrap();
+    let out = inspect(
+        Some(&default_keys()),
+        &cursor,
+        ["p", "echo"],
+        T0,
+        &["--json"],
+    );
     assert!(
         out.status.success(),
         "{}",
@@ -92,18 +112,8 @@ async fn cursor_inspect_opens_a_real_cursor_only_in_its_own_context() {
     );
 
     // Another project (or agent, or caller) cannot open it: exit 1 and why.
-    for args in [
-        ["--project", "other", "--agent", "echo"],
-        ["--project", "p", "--agent", "gpt"],
-    ] {
-        let out = agentgate()
-            .env("AGENTGATE_CURSOR_KEYS", default_keys())
-            .args(["cursor", "inspect", &cursor])
-            .args(args)
-            .args(["--at", &T0.to_string()])
-            .arg("--json")
-            .output()
-            .unwrap();
+    for context in [["other", "echo"], ["p", "gpt"]] {
+        let out = inspect(Some(&default_keys()), &cursor, context, T0, &["--json"]);
         assert_eq!(out.status.code(), Some(1));
         let v: Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(v["ok"], false);
@@ -113,52 +123,20 @@ async fn cursor_inspect_opens_a_real_cursor_only_in_its_own_context() {
         );
     }
     // Without the keys the gateway runs with, nothing can be opened.
-    let out = agentgate()
-        .args([
-            "cursor",
-            "inspect",
-            &cursor,
-            "--project",
-            "p",
-            "--agent",
-            "echo",
-        ])
-        .args(["--at", &T0.to_string()])
-        .output()
-        .unwrap();
+    let out = inspect(None, &cursor, ["p", "echo"], T0, &[]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("AGENTGATE_CURSOR_KEYS"));
-    let out = agentgate()
-        .env("AGENTGATE_CURSOR_KEYS", key_line("k2", 9))
-        .args([
-            "cursor",
-            "inspect",
-            &cursor,
-            "--project",
-            "p",
-            "--agent",
-            "echo",
-        ])
-        .args(["--at", &T0.to_string()])
-        .output()
-        .unwrap();
+    let out = inspect(Some(&key_line("k2", 9)), &cursor, ["p", "echo"], T0, &[]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown_kid"));
     // Long after its expiry (now, for a cursor sealed at the test clock's T0): the reason.
-    let out = agentgate()
-        .env("AGENTGATE_CURSOR_KEYS", default_keys())
-        .args([
-            "cursor",
-            "inspect",
-            &cursor,
-            "--project",
-            "p",
-            "--agent",
-            "echo",
-        ])
-        .args(["--at", &(T0 + 7200).to_string()])
-        .output()
-        .unwrap();
+    let out = inspect(
+        Some(&default_keys()),
+        &cursor,
+        ["p", "echo"],
+        T0 + 7200,
+        &[],
+    );
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("expired"));
 }

@@ -27,6 +27,19 @@ async fn keyed(app: &TestApp, path: &str, keys: &[&str], body: &Value) -> (u16, 
     (status, replayed, res.json().await.unwrap_or(Value::Null))
 }
 
+/// The answer to a key used before for another request.
+fn refused_as_reused((status, _, err): (u16, bool, Value)) {
+    assert_eq!(status, 422, "{err}");
+    assert_eq!(err["error"], "idempotency_key_reused");
+}
+
+/// Wait for the execution a 202 names to finish: it must complete.
+async fn completes(app: &TestApp, accepted: &Value) {
+    let poll = accepted["pollUrl"].as_str().unwrap();
+    let done = wait_done(app, poll, Duration::from_secs(20)).await;
+    assert_eq!(done["status"], "complete", "{done}");
+}
+
 async fn messages(app: &TestApp, sid: &str) -> usize {
     let (status, detail) = app
         .quant_send(Method::GET, &format!("acme/ai/sessions/{sid}"), None)
@@ -65,9 +78,7 @@ pub async fn a_replayed_request_answers_its_recorded_response_and_runs_nothing(b
 
     // The same key for another request: refused, nothing runs.
     let other = json!({"message": "something else", "userId": "u1", "sessionId": sid});
-    let (status, _, err) = keyed(&app, CHAT, &["key-2"], &other).await;
-    assert_eq!(status, 422, "{err}");
-    assert_eq!(err["error"], "idempotency_key_reused");
+    refused_as_reused(keyed(&app, CHAT, &["key-2"], &other).await);
     // An older key whose response a later turn replaced: applied, not rerun.
     let (status, _, err) = keyed(&app, CHAT, &["key-1"], &first).await;
     assert_eq!(status, 409, "{err}");
@@ -149,13 +160,7 @@ pub async fn a_replayed_async_request_finds_the_execution_it_queued(backend: Bac
     assert_eq!(again["requestId"], accepted["requestId"]);
     assert_eq!(again["sessionId"], accepted["sessionId"]);
     assert_eq!(again["pollUrl"], accepted["pollUrl"]);
-    let done = wait_done(
-        &app,
-        accepted["pollUrl"].as_str().unwrap(),
-        Duration::from_secs(20),
-    )
-    .await;
-    assert_eq!(done["status"], "complete", "{done}");
+    completes(&app, &accepted).await;
     // After it ran, a replay still names the same execution, as it stands.
     let (status, replayed, late) = keyed(&app, CHAT, &["job-key"], &body).await;
     assert_eq!((status, replayed), (202, true));
@@ -164,15 +169,15 @@ pub async fn a_replayed_async_request_finds_the_execution_it_queued(backend: Bac
     let sid = accepted["sessionId"].as_str().unwrap();
     assert_eq!(messages(&app, sid).await, 2, "the message ran once");
     // The same key with other content: refused.
-    let (status, _, err) = keyed(
-        &app,
-        CHAT,
-        &["job-key"],
-        &json!({"message": "other", "userId": "u1", "async": true}),
-    )
-    .await;
-    assert_eq!(status, 422, "{err}");
-    assert_eq!(err["error"], "idempotency_key_reused");
+    refused_as_reused(
+        keyed(
+            &app,
+            CHAT,
+            &["job-key"],
+            &json!({"message": "other", "userId": "u1", "async": true}),
+        )
+        .await,
+    );
 }
 
 pub async fn one_key_names_one_request_whether_sync_or_async(backend: Backend) {
@@ -183,24 +188,14 @@ pub async fn one_key_names_one_request_whether_sync_or_async(backend: Backend) {
     let (status, _, one) = keyed(&app, CHAT, &["mode-a"], &sync).await;
     assert_eq!(status, 200, "{one}");
     let with_async = json!({"message": "now", "userId": "u1", "async": true});
-    let (status, _, err) = keyed(&app, CHAT, &["mode-a"], &with_async).await;
-    assert_eq!(status, 422, "{err}");
-    assert_eq!(err["error"], "idempotency_key_reused");
+    refused_as_reused(keyed(&app, CHAT, &["mode-a"], &with_async).await);
     let sid = one["sessionId"].as_str().unwrap();
     assert_eq!(messages(&app, sid).await, 2);
     // Async first, then the same key synchronously: refused, nothing runs.
     let (status, _, accepted) = keyed(&app, CHAT, &["mode-b"], &with_async).await;
     assert_eq!(status, 202, "{accepted}");
-    let (status, _, err) = keyed(&app, CHAT, &["mode-b"], &sync).await;
-    assert_eq!(status, 422, "{err}");
-    assert_eq!(err["error"], "idempotency_key_reused");
-    let done = wait_done(
-        &app,
-        accepted["pollUrl"].as_str().unwrap(),
-        Duration::from_secs(20),
-    )
-    .await;
-    assert_eq!(done["status"], "complete", "{done}");
+    refused_as_reused(keyed(&app, CHAT, &["mode-b"], &sync).await);
+    completes(&app, &accepted).await;
     let sid = accepted["sessionId"].as_str().unwrap();
     assert_eq!(messages(&app, sid).await, 2);
 }
@@ -232,10 +227,8 @@ pub async fn a_pending_replay_is_queued_again_and_runs_once(backend: Backend) {
     assert_eq!((status, replayed), (202, true), "{again}");
     assert_eq!(again["status"], "queued");
     release.add_permits(10);
-    for poll in [&blocker["pollUrl"], &accepted["pollUrl"]] {
-        let done = wait_done(&app, poll.as_str().unwrap(), Duration::from_secs(20)).await;
-        assert_eq!(done["status"], "complete", "{done}");
-    }
+    completes(&app, &blocker).await;
+    completes(&app, &accepted).await;
     // The second delivery of the keyed job is taken after the first (one
     // worker): it finds the turn committed and calls no model.
     let sid = accepted["sessionId"].as_str().unwrap();

@@ -57,17 +57,20 @@ fn stop(nodes: &mut [Child]) {
     }
 }
 
-/// Three distinct free ports, each with its cluster bus port (+10000) free
-/// too, all held until chosen.
+/// `n` distinct free ports (held until all are chosen, then released).
+fn free_ports(n: usize) -> Vec<u16> {
+    let held: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    held.iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
+}
+
+/// Three distinct free ports, each with its cluster bus port (+10000) free too.
 fn cluster_ports() -> Vec<u16> {
     loop {
-        let held: Vec<std::net::TcpListener> = (0..3)
-            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-            .collect();
-        let ports: Vec<u16> = held
-            .iter()
-            .map(|l| l.local_addr().unwrap().port())
-            .collect();
+        let ports = free_ports(3);
         let bus_free = ports.iter().all(|&p| {
             p <= 55_535 && std::net::TcpListener::bind(("127.0.0.1", p + 10_000)).is_ok()
         });
@@ -311,14 +314,7 @@ async fn until(port: u16, args: &[&str], want: &str, tries: u32) {
 impl RedisSentinel {
     pub async fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let held: Vec<std::net::TcpListener> = (0..3)
-            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-            .collect();
-        let ports: Vec<u16> = held
-            .iter()
-            .map(|l| l.local_addr().unwrap().port())
-            .collect();
-        drop(held);
+        let ports = free_ports(3);
         let (primary_port, replica_port, sentinel_port) = (ports[0], ports[1], ports[2]);
         let server = |port: u16, extra: &[String]| {
             let node_dir = dir.path().join(port.to_string());
