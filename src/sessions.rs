@@ -178,9 +178,11 @@ fn slot(rec: &SessionRecord) -> String {
     format!("session:{}:{}", rec.id, rec.agent_id)
 }
 
-fn context<'a>(rec: &'a SessionRecord, slot: &'a str, subject: &'a str) -> CursorContext<'a> {
+/// The context a session's blobs are sealed under: its organisation, a
+/// slot naming the record, and the (narrowed) subject.
+fn context<'a>(org: &'a str, slot: &'a str, subject: &'a str) -> CursorContext<'a> {
     CursorContext {
-        project: &rec.org,
+        project: org,
         agent: slot,
         subject,
     }
@@ -198,18 +200,19 @@ pub fn open(
         Some(token) => {
             let subject = narrowed_subject(&rec.subject, rec.user_id.as_deref());
             let slot = slot(rec);
-            let opened = match app
-                .codec
-                .open_stored(token, &context(rec, &slot, &subject), now)
-            {
-                // States stored before the slot held the session id (the
-                // plain agent id then) are still read until they expire.
-                Err(CursorError::Invalid(crate::cursor::InvalidReason::Authentication)) => {
-                    let legacy = context(rec, &rec.agent_id, &subject);
-                    app.codec.open_stored(token, &legacy, now)
-                }
-                other => other,
-            };
+            let opened =
+                match app
+                    .codec
+                    .open_stored(token, &context(&rec.org, &slot, &subject), now)
+                {
+                    // States stored before the slot held the session id (the
+                    // plain agent id then) are still read until they expire.
+                    Err(CursorError::Invalid(crate::cursor::InvalidReason::Authentication)) => {
+                        let legacy = context(&rec.org, &rec.agent_id, &subject);
+                        app.codec.open_stored(token, &legacy, now)
+                    }
+                    other => other,
+                };
             opened.map_err(|e| {
                 tracing::warn!(session = %rec.id, reason = %e, "stored session state refused");
                 match e {
@@ -233,9 +236,9 @@ pub fn seal(
     let ttl = (rec.expires_at - now).clamp(1, MAX_TTL as i64) as u64;
     let subject = narrowed_subject(&rec.subject, rec.user_id.as_deref());
     let slot = slot(rec);
-    let sealed = app
-        .codec
-        .seal_stored(state, budget, &context(rec, &slot, &subject), now, ttl)?;
+    let sealed =
+        app.codec
+            .seal_stored(state, budget, &context(&rec.org, &slot, &subject), now, ttl)?;
     rec.message_count = state
         .history
         .iter()
@@ -326,17 +329,8 @@ pub async fn committed_job(
     ))
 }
 
-/// The context a committed idempotent turn's response is sealed under:
-/// the session's organisation and narrowed subject, and the session's id in
-/// the agent slot, so that it opens for that session only.
-fn response_context<'a>(rec_org: &'a str, slot: &'a str, subject: &'a str) -> CursorContext<'a> {
-    CursorContext {
-        project: rec_org,
-        agent: slot,
-        subject,
-    }
-}
-
+/// The slot a committed idempotent turn's response is sealed under: the
+/// session's id, so that it opens for that session only.
 fn response_slot(session_id: &str) -> String {
     format!("idempotent-response:{session_id}")
 }
@@ -353,11 +347,7 @@ pub fn seal_response(
     let slot = response_slot(session_id);
     let exp = (app.clock.now() + MAX_TTL as i64) as u64;
     app.codec
-        .seal_blob(
-            body,
-            &response_context(&turn.scope.org, &slot, &subject),
-            exp,
-        )
+        .seal_blob(body, &context(&turn.scope.org, &slot, &subject), exp)
         .map_err(|e| format!("response: {e}"))
 }
 
@@ -400,7 +390,7 @@ pub async fn replayed(app: &AppState, turn: &ChatTurn) -> Result<Option<Vec<u8>>
             let slot = response_slot(&rec.id);
             match app
                 .codec
-                .open_blob(sealed, &response_context(&rec.org, &slot, &subject), now)
+                .open_blob(sealed, &context(&rec.org, &slot, &subject), now)
             {
                 Ok(body) => Ok(Some(body.to_vec())),
                 Err(CursorError::Expired) => Err(SessionError::ResponseGone),
